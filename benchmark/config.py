@@ -1,0 +1,92 @@
+"""One run's complete configuration, validated eagerly; its hash is the run id used for resume."""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from . import schedules
+from .errors import BenchError
+from .models import model_spec
+
+LR_SCHEDULES = ("constant", "cosine")
+# Fields that do not change what is computed, so they stay out of the run id.
+NON_SEMANTIC = {"chunk_size", "suite"}
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that defines one fit of one image by one strategy. Frozen: never changed once built."""
+
+    image: str  # image id (file stem)
+    image_sha256: str  # content hash of the decoded RGB pixels, so a changed image is a new run
+    strategy: str
+    params: dict[str, Any] = field(default_factory=dict)  # strategy parameters, defaults filled in
+    suite: str = "custom"
+    mt_ratio: float = 0.2
+    ratio_schedule: str = "constant"
+    interval: str = "dense"
+    model: str = "siren"
+    model_params: dict[str, Any] = field(default_factory=dict)
+    iters: int = 5000
+    lr: float = 1e-4
+    lr_schedule: str = "constant"
+    seed: int = 0
+    eval_every: int = 100  # SSIM/LPIPS period; PSNR is every iteration
+    lpips: bool = False  # whether LPIPS is computed (backbone available and not disabled)
+    max_size: int = 0  # 0: native resolution; else the longest side is downscaled to this
+    chunk_size: int = 0  # evaluation/scoring chunk in pixels; 0 = one pass
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def run_id(self) -> str:
+        semantic = {k: v for k, v in self.to_dict().items() if k not in NON_SEMANTIC}
+        blob = json.dumps(semantic, sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    @property
+    def label(self) -> str:
+        """Canonical name: strategy[k=v,...] with the non-default parameters, sorted."""
+        from strategies import resolve
+
+        cls, defaults = resolve(self.strategy)
+        diff = {k: v for k, v in sorted(self.params.items()) if defaults.get(k) != v}
+        return self.strategy + ("[" + ",".join(f"{k}={v}" for k, v in diff.items()) + "]" if diff else "")
+
+
+def _positive_int(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise BenchError(f"{name} must be a whole number >= 1, got {value!r}")
+
+
+def validate(cfg: RunConfig) -> None:
+    r = cfg.mt_ratio
+    if not isinstance(r, (int, float)) or isinstance(r, bool) or not math.isfinite(r) or not 0.0 < r <= 1.0:
+        raise BenchError(f"mt_ratio must be in (0, 1], got {r!r}; e.g. --mt-ratio 0.2 samples 20% of the pixels")
+    _positive_int("iters", cfg.iters)
+    _positive_int("eval_every", cfg.eval_every)
+    if not isinstance(cfg.lr, (int, float)) or not math.isfinite(cfg.lr) or cfg.lr <= 0:
+        raise BenchError(f"lr must be a positive number, got {cfg.lr!r}")
+    if cfg.lr_schedule not in LR_SCHEDULES:
+        raise BenchError(f"unknown lr schedule {cfg.lr_schedule!r}; choose one of {', '.join(LR_SCHEDULES)}")
+    if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int) or cfg.seed < 0:
+        raise BenchError(f"seed must be a whole number >= 0, got {cfg.seed!r}")
+    if cfg.max_size < 0 or cfg.chunk_size < 0:
+        raise BenchError("max_size and chunk_size must be >= 0 (0 means off)")
+    schedules.ratio_schedule(cfg.ratio_schedule)
+    schedules.interval_profile(cfg.interval)
+    model_spec(cfg.model)
+    from strategies import resolve
+
+    resolve(cfg.strategy, cfg.params)
+
+
+def config_fields() -> list[str]:
+    return [f.name for f in fields(RunConfig)]

@@ -1,0 +1,190 @@
+"""The fit loop: one strategy fits one image. Training is timed; evaluation is not.
+
+Row t of the result describes the model after t updates (t = 0 … T): its PSNR (every t), SSIM/LPIPS (every
+`eval_every` and at T), the cumulative train-seconds of those t updates, and the loss and sampled fraction of
+update t. Train-seconds cover selection (scoring forwards, NTK VJP/JVP), forward, backward and the optimiser
+step; on a GPU they are read from CUDA events around each step, so no step waits on the host. When a strategy
+already ran a no-grad forward of every pixel under the current parameters, that forward is reused for the
+PSNR instead of running another one.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import torch
+
+from datasets import to_float, to_uint8
+from strategies import resolve
+
+from .config import RunConfig
+from .metrics import psnr, ssim
+from .models import build_model
+from .task import Task, coordinate_grid
+
+DIVERGENCE_CHECK_EVERY = 100  # iterations between the (host-syncing) finiteness checks of the loss
+CALLBACK_EVERY = 100  # iterations between calls of `callback(iteration, psnr)`
+
+
+class RunStopped(Exception):
+    """Raised by a callback to end a run early (e.g. an Optuna pruner); the run is stored as "pruned"."""
+
+
+class StepTimer:
+    """Per-step training time: CUDA events on a GPU (read once at the end), perf_counter on the CPU."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.events: list[tuple] = []
+        self.cpu: list[float] = []
+        self._t0 = 0.0
+
+    def start(self) -> None:
+        if self.cuda:
+            ev = torch.cuda.Event(enable_timing=True)
+            ev.record()
+            self.events.append((ev, None))
+        else:
+            self._t0 = time.perf_counter()
+
+    def stop(self) -> None:
+        if self.cuda:
+            ev = torch.cuda.Event(enable_timing=True)
+            ev.record()
+            self.events[-1] = (self.events[-1][0], ev)
+        else:
+            self.cpu.append(time.perf_counter() - self._t0)
+
+    def seconds(self) -> np.ndarray:
+        if self.cuda:
+            torch.cuda.synchronize()
+            return np.array([a.elapsed_time(b) / 1000.0 for a, b in self.events])
+        return np.array(self.cpu)
+
+
+@dataclass
+class FitResult:
+    metrics: pd.DataFrame
+    status: str  # ok | diverged | pruned
+    diverged_at: int | None
+    train_seconds: float
+    height: int
+    width: int
+
+
+def fit(cfg: RunConfig, image: np.ndarray, device: torch.device | str = "cpu", lpips_metric=None,
+        callback: Callable[[int, float], None] | None = None) -> FitResult:
+    """Fit `image` ((H, W, 3) uint8/uint16, already resized) with `cfg`; returns per-iteration metrics.
+
+    `callback(t, psnr_t)` is called every CALLBACK_EVERY iterations (outside the timed region, with a host
+    sync); it may raise RunStopped to end the run, which then returns with status "pruned"."""
+    device = torch.device(device)
+    height, width = image.shape[:2]
+    torch.manual_seed(cfg.seed)  # model initialisation
+    model = build_model(cfg.model, cfg.model_params).to(device)
+    targets = torch.from_numpy(to_float(image)).to(device).reshape(-1, 3)
+    target_img = targets.view(height, width, 3)
+    generator = torch.Generator(device=device)
+    generator.manual_seed(cfg.seed)
+    task = Task(model, coordinate_grid(height, width, device), targets, to_uint8(image), height, width,
+                cfg.iters, cfg.mt_ratio, cfg.ratio_schedule, cfg.interval, generator, cfg.chunk_size)
+    cls, params = resolve(cfg.strategy, cfg.params)
+    strategy = cls(task, **params)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.iters, eta_min=1e-6)
+                 if cfg.lr_schedule == "cosine" else None)
+
+    T, n = cfg.iters, task.n_pixels
+    nan = float("nan")
+    psnr_hist = torch.full((T + 1,), nan, device=device)
+    ssim_hist = torch.full((T + 1,), nan, device=device)
+    lpips_hist = torch.full((T + 1,), nan, device=device)
+    loss_hist = torch.full((T + 1,), nan, device=device)
+    fraction = np.full(T + 1, nan)
+    can_ssim = min(height, width) >= 7
+
+    def evaluate(t: int, pred: torch.Tensor) -> None:
+        psnr_hist[t] = psnr(pred, targets)
+        if t % cfg.eval_every == 0 or t == T:
+            img = pred.view(height, width, 3)
+            if can_ssim:
+                ssim_hist[t] = ssim(img, target_img)
+            if lpips_metric is not None:
+                lpips_hist[t] = lpips_metric(img, target_img)
+
+    timer = StepTimer(device)
+    status, diverged_at, done = "ok", None, T
+    for t in range(T):
+        promised = strategy.provides_full_pred(t)
+        if not promised:
+            evaluate(t, task.forward_full())
+        timer.start()
+        batch = strategy.select(t)
+        if batch.coords is not None:
+            x, y = batch.coords, batch.targets
+        elif batch.indices is None:
+            x, y = task.coords, targets
+        else:
+            x, y = task.coords[batch.indices], targets[batch.indices]
+        pred = model(x)
+        loss = strategy.loss(pred, y, batch, t)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        strategy.after_backward(batch, t)
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        timer.stop()
+        loss_hist[t + 1] = loss.detach()
+        fraction[t + 1] = batch.size(n) / n
+        if promised:
+            full = batch.full_pred
+            if full is None and batch.indices is None and batch.coords is None:
+                full = pred.detach()
+            if full is None:
+                raise RuntimeError(f"strategy {cfg.strategy!r} promised a full prediction at step {t} but gave none")
+            evaluate(t, full)
+        if callback is not None and (t + 1) % CALLBACK_EVERY == 0 and t + 1 < T:
+            evaluate(t + 1, task.forward_full())  # the model after t + 1 updates (untimed)
+            try:
+                callback(t + 1, float(psnr_hist[t + 1]))
+            except RunStopped:
+                status, done = "pruned", t + 1
+                break
+        if (t + 1) % DIVERGENCE_CHECK_EVERY == 0 or t + 1 == T:
+            finite = torch.isfinite(loss_hist[1 : t + 2])
+            if not bool(finite.all()):
+                diverged_at = int((~finite).nonzero()[0, 0]) + 1
+                status, done = "diverged", t + 1
+                break
+    if status == "ok":
+        with torch.no_grad():
+            evaluate(T, task.forward_full())
+
+    step_seconds = timer.seconds()
+    cumulative = np.concatenate([[0.0], np.cumsum(step_seconds)])
+    rows = done + 1
+    metrics = pd.DataFrame({
+        "run_id": cfg.run_id,
+        "suite": cfg.suite,
+        "image": cfg.image,
+        "strategy": cfg.label,
+        "seed": cfg.seed,
+        "iteration": np.arange(rows),
+        "train_seconds": cumulative[:rows],
+        "loss": loss_hist[:rows].cpu().numpy().astype(np.float64),
+        "psnr": psnr_hist[:rows].cpu().numpy().astype(np.float64),
+        "ssim": ssim_hist[:rows].cpu().numpy().astype(np.float64),
+        "lpips": lpips_hist[:rows].cpu().numpy().astype(np.float64),
+        "sampled_fraction": fraction[:rows],
+    })
+    return FitResult(metrics, status, diverged_at, float(cumulative[rows - 1]), height, width)
+
+
+def ms_per_iter(result: FitResult) -> float:
+    steps = len(result.metrics) - 1
+    return 1000.0 * result.train_seconds / steps if steps else math.nan

@@ -1,0 +1,220 @@
+"""Image suites: `kodak` (downloaded and verified, or a local copy), `div2k16` (local), `builtin` (shipped with
+scikit-image, the offline default), or any folder / single image file given as the suite name.
+
+Every image is read as 8- or 16-bit RGB and checked; a bad file is a one-line BenchError.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import urllib.request
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from benchmark.errors import BenchError
+
+HERE = Path(__file__).resolve().parent
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".ppm")
+KODAK_URL = "https://r0k.us/graphics/kodak/kodak/{name}"
+CACHE_ENV = "NINT_BENCH_CACHE"
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """A named image: a file, or a loader for images that ship inside a package."""
+
+    id: str
+    path: Path | None = None
+    loader: Callable[[], np.ndarray] | None = None
+    sha256: str | None = None  # expected file checksum, verified on load
+
+    def read(self, convert_rgb: bool = False) -> np.ndarray:
+        if self.loader is not None:
+            return check_rgb(self.loader(), self.id, convert_rgb)
+        return load_image(self.path, convert_rgb, self.sha256)
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def load_image(path: Path | str, convert_rgb: bool = False, sha256: str | None = None) -> np.ndarray:
+    """(H, W, 3) uint8 or uint16 array; BenchError naming the file on any problem."""
+    import imageio.v3 as iio
+
+    path = Path(path)
+    if not path.is_file():
+        raise BenchError(f"image not found: {path}; check the path or --data-dir")
+    if sha256 is not None:
+        got = file_sha256(path)
+        if got != sha256:
+            raise BenchError(
+                f"checksum mismatch for {path}: expected {sha256[:12]}…, got {got[:12]}…; "
+                "the file is corrupt or a different image: delete it and download it again"
+            )
+    try:
+        arr = np.asarray(iio.imread(path))
+    except Exception as exc:  # noqa: BLE001 - every decoder failure gets the same one-line message
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise BenchError(f"cannot read image {path}: {reason}; is it a complete, valid image file?") from None
+    return check_rgb(arr, str(path), convert_rgb)
+
+
+def check_rgb(arr: np.ndarray, name: str, convert_rgb: bool) -> np.ndarray:
+    """Accept 8/16-bit RGB. Grayscale, gray+alpha and RGBA are refused, or converted with a warning when
+    `convert_rgb` is set (alpha is dropped, gray is repeated)."""
+    if arr.dtype not in (np.uint8, np.uint16):
+        raise BenchError(f"{name}: pixel type {arr.dtype} is not supported; use an 8- or 16-bit RGB image")
+    if arr.ndim == 3 and arr.shape[2] == 3:
+        return arr
+    if arr.ndim == 2:
+        kind, fixed = "grayscale", np.repeat(arr[:, :, None], 3, axis=2)
+    elif arr.ndim == 3 and arr.shape[2] == 4:
+        kind, fixed = "RGBA", arr[:, :, :3]
+    elif arr.ndim == 3 and arr.shape[2] == 2:
+        kind, fixed = "grayscale+alpha", np.repeat(arr[:, :, :1], 3, axis=2)
+    else:
+        raise BenchError(f"{name}: unsupported image shape {arr.shape}; expected height × width × 3 (RGB)")
+    if not convert_rgb:
+        raise BenchError(f"{name} is {kind}, not RGB; convert it to RGB or pass --convert-rgb to do it on load")
+    warnings.warn(f"{name}: {kind} image converted to RGB", stacklevel=2)
+    return np.ascontiguousarray(fixed)
+
+
+def to_float(arr: np.ndarray) -> np.ndarray:
+    return arr.astype(np.float32) / float(np.iinfo(arr.dtype).max)
+
+
+def to_uint8(arr: np.ndarray) -> np.ndarray:
+    if arr.dtype == np.uint8:
+        return arr
+    return np.round(to_float(arr) * 255.0).astype(np.uint8)
+
+
+def resize_longest(img: np.ndarray, max_size: int) -> np.ndarray:
+    """Downscale (anti-aliased) so the longest side is at most `max_size`; 0 or a larger size: unchanged."""
+    h, w = img.shape[:2]
+    if max_size <= 0 or max(h, w) <= max_size:
+        return img
+    from skimage.transform import resize
+
+    scale = max_size / max(h, w)
+    shape = (max(1, round(h * scale)), max(1, round(w * scale)), img.shape[2])
+    out = resize(to_float(img), shape, anti_aliasing=True, preserve_range=True)
+    return np.round(np.clip(out, 0, 1) * 255.0).astype(np.uint8)
+
+
+def pixels_sha256(img: np.ndarray) -> str:
+    h = hashlib.sha256()
+    h.update(str((img.shape, str(img.dtype))).encode())
+    h.update(np.ascontiguousarray(img).tobytes())
+    return h.hexdigest()
+
+
+# --- suites --------------------------------------------------------------------------------------------------
+def _read_sums(name: str) -> dict[str, str]:
+    sums = {}
+    for line in (HERE / name).read_text().splitlines():
+        if line.strip():
+            digest, fname = line.split()
+            sums[fname.lstrip("*")] = digest
+    return sums
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "nint-bench"))
+
+
+def _download(url: str, dest: Path, sha256: str) -> None:
+    """Fetch to a temporary name, verify, then rename: a broken download never looks like a finished one."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_suffix(dest.suffix + ".part")
+    try:
+        with urllib.request.urlopen(url, timeout=60) as resp, open(tmp, "wb") as fh:
+            fh.write(resp.read())
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise BenchError(
+            f"cannot download {url} ({exc}); offline, pass --data-dir DIR holding kodim01.png … kodim24.png"
+        ) from None
+    got = file_sha256(tmp)
+    if got != sha256:
+        tmp.unlink(missing_ok=True)
+        raise BenchError(f"checksum mismatch for downloaded {dest.name}: expected {sha256[:12]}…, got {got[:12]}…")
+    os.replace(tmp, dest)
+
+
+def _checked_files(sums: dict[str, str], folder: Path, fetch: bool) -> list[ImageRef]:
+    refs = []
+    for fname, digest in sorted(sums.items()):
+        path = folder / fname
+        if not path.is_file():
+            if not fetch:
+                raise BenchError(f"{fname} is missing from {folder}; the suite needs {len(sums)} files")
+            print(f"downloading {fname} to {folder}", file=sys.stderr)
+            _download(KODAK_URL.format(name=fname), path, digest)
+        refs.append(ImageRef(Path(fname).stem, path, sha256=digest))
+    return refs
+
+
+def kodak(data_dir: str | None = None) -> list[ImageRef]:
+    """The 24 Kodak images (768×512 / 512×768), verified by SHA-256; downloaded once into the cache if no
+    --data-dir is given."""
+    sums = _read_sums("kodak.sha256")
+    if data_dir:
+        return _checked_files(sums, Path(data_dir), fetch=False)
+    return _checked_files(sums, cache_dir() / "kodak", fetch=True)
+
+
+def div2k16(data_dir: str | None = None) -> list[ImageRef]:
+    """EVOS's 16 DIV2K test crops (512×512), verified by SHA-256, from --data-dir."""
+    if not data_dir:
+        raise BenchError("suite div2k16 has no download source: pass --data-dir DIR holding 00.png … 15.png")
+    return _checked_files(_read_sums("div2k16.sha256"), Path(data_dir), fetch=False)
+
+
+BUILTIN_IMAGES = ("astronaut", "coffee", "chelsea")
+
+
+def builtin(data_dir: str | None = None) -> list[ImageRef]:
+    """Three RGB photographs shipped inside scikit-image (no download): astronaut, coffee, chelsea."""
+    import skimage.data
+
+    return [ImageRef(name, loader=getattr(skimage.data, name)) for name in BUILTIN_IMAGES]
+
+
+SUITES: dict[str, Callable[[str | None], list[ImageRef]]] = {
+    "builtin": builtin,
+    "kodak": kodak,
+    "div2k16": div2k16,
+}
+
+
+def list_suites() -> dict[str, str]:
+    return {name: (fn.__doc__ or "").strip().splitlines()[0] for name, fn in SUITES.items()}
+
+
+def suite_images(name: str, data_dir: str | None = None) -> list[ImageRef]:
+    """Images of a named suite, or of a folder / single image file given as the suite name."""
+    if name in SUITES:
+        return SUITES[name](data_dir)
+    path = Path(name)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise BenchError(f"folder {path} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+        return [ImageRef(p.stem, p) for p in files]
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        if not path.is_file():
+            raise BenchError(f"image not found: {path}")
+        return [ImageRef(path.stem, path)]
+    raise BenchError(f"unknown suite {name!r}; choose from {', '.join(SUITES)}, or give a folder or image file")

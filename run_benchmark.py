@@ -1,0 +1,179 @@
+#!/usr/bin/env python3
+"""nint-bench command line.
+
+    python run_benchmark.py                        # short offline demo on the builtin suite (CPU is fine)
+    python run_benchmark.py --suite kodak --strategies nint,int,uniform,standard --iters 5000 \
+        --mt-ratio 0.2 --seeds 0,1 --out results/kodak
+    python run_benchmark.py --list-strategies | --list-suites
+    python run_benchmark.py tune ...   /   python run_benchmark.py report ...
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from benchmark.errors import BenchError
+
+DEMO = {"suite": "builtin", "strategies": "standard,uniform,int,nint", "iters": 300, "max_size": 64,
+        "eval_every": 50, "out": "results/demo"}
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="run_benchmark.py", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--suite", help="builtin | kodak | div2k16 | a folder | an image file (default: demo)")
+    p.add_argument("--data-dir", help="local folder with the suite's images (kodak, div2k16)")
+    p.add_argument("--images", help="comma-separated image ids to keep (e.g. kodim01,kodim02)")
+    p.add_argument("--max-images", type=int, default=0, help="keep only the first N images")
+    p.add_argument("--strategies", help="comma-separated selectors, e.g. nint,int or 'nint[xi=0.5|0.7]'")
+    p.add_argument("--preset", help="a named protocol (see --list-presets); explicit flags override it")
+    p.add_argument("--iters", type=int, help="training iterations (default 5000)")
+    p.add_argument("--mt-ratio", type=float, help="sampling ratio r in (0, 1] (default 0.2)")
+    p.add_argument("--ratio-schedule", help="constant | linear | step | cosine | reverse-cosine")
+    p.add_argument("--interval", help="dense | dense2 | dense5 | incremental | reverse-incremental | decremental")
+    p.add_argument("--model", help="model name (default siren)")
+    p.add_argument("--model-param", action="append", default=[], metavar="KEY=VALUE",
+                   help="model parameter, repeatable (e.g. depth=3, width=64)")
+    p.add_argument("--lr", type=float, help="Adam learning rate (default: the model's, 1e-4 for SIREN)")
+    p.add_argument("--lr-schedule", help="constant | cosine (to 1e-6)")
+    p.add_argument("--seeds", help="comma-separated seeds (default 0)")
+    p.add_argument("--eval-every", type=int, help="SSIM/LPIPS period in iterations (default 100)")
+    p.add_argument("--max-size", type=int, help="downscale so the longest side is at most this (0 = native)")
+    p.add_argument("--chunk-size", type=int, help="pixels per chunk for full-image forwards (0 = one pass)")
+    p.add_argument("--out", help="results directory (default results/<suite>)")
+    p.add_argument("--devices", help="comma-separated devices (default: every visible GPU, else cpu)")
+    p.add_argument("--workers-per-device", type=int, default=1,
+                   help="concurrent runs per device (throughput mode; timing is then shared, and recorded so)")
+    p.add_argument("--no-lpips", action="store_true", help="do not compute LPIPS")
+    p.add_argument("--lpips-weights", help="path of torchvision's alexnet-owt-7be5be79.pth (offline LPIPS)")
+    p.add_argument("--convert-rgb", action="store_true", help="convert grayscale/RGBA images to RGB with a warning")
+    p.add_argument("--force", action="store_true", help="rerun runs that are already finished")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--list-strategies", action="store_true")
+    p.add_argument("--list-suites", action="store_true")
+    p.add_argument("--list-presets", action="store_true")
+    return p
+
+
+def _csv(text: str | None) -> list[str]:
+    return [t.strip() for t in (text or "").split(",") if t.strip()]
+
+
+def _ints(text: str, what: str) -> list[int]:
+    try:
+        return [int(t) for t in _csv(text)]
+    except ValueError:
+        raise BenchError(f"{what} must be comma-separated whole numbers, got {text!r}") from None
+
+
+def run(argv: list[str]) -> int:
+    import datasets
+    import strategies
+    from benchmark import presets
+    from benchmark.analysis import summary_table
+    from benchmark.models import model_spec
+    from benchmark.runner import build_jobs, parse_strategies, parse_value, run_jobs
+    from benchmark.store import load
+
+    args = parser().parse_args(argv)
+    if args.list_strategies:
+        for name in strategies.list_strategies():
+            print(f"{name:16s} {strategies.describe(name)}")
+        return 0
+    if args.list_suites:
+        for name, doc in datasets.list_suites().items():
+            print(f"{name:10s} {doc}")
+        print(f"{'<path>':10s} any folder of images, or one image file")
+        return 0
+    if args.list_presets:
+        for name, preset in presets.PRESETS.items():
+            print(f"{name:18s} {preset['doc']}")
+        return 0
+
+    demo = len(argv) == 0
+    settings = dict(DEMO) if demo else {}
+    if args.preset:
+        settings.update(presets.get(args.preset)["settings"])
+    for key in ("suite", "strategies", "iters", "mt_ratio", "ratio_schedule", "interval", "model", "lr",
+                "lr_schedule", "seeds", "eval_every", "max_size", "chunk_size", "out"):
+        value = getattr(args, key)
+        if value is not None:
+            settings[key] = value
+    suite = settings.get("suite", "builtin")
+    model = settings.get("model", "siren")
+    model_params = dict(settings.get("model_params", {}))
+    for item in args.model_param:
+        if "=" not in item:
+            raise BenchError(f"--model-param {item!r} needs the form key=value")
+        key, value = item.split("=", 1)
+        model_params[key.strip()] = parse_value(value)
+    if demo:
+        print("no arguments: running the short demo "
+              f"({DEMO['strategies']} on the builtin suite at {DEMO['max_size']} px, {DEMO['iters']} iterations); "
+              "see --help for the full benchmark", file=sys.stderr)
+
+    refs = datasets.suite_images(suite, args.data_dir)
+    if args.images:
+        wanted = _csv(args.images)
+        missing = sorted(set(wanted) - {r.id for r in refs})
+        if missing:
+            raise BenchError(f"suite {suite!r} has no image(s) {', '.join(missing)}; it has {', '.join(r.id for r in refs)}")
+        refs = [r for r in refs if r.id in wanted]
+    if args.max_images:
+        refs = refs[: args.max_images]
+    strategy_list = parse_strategies(settings.get("strategies", "standard,uniform,int,nint"))
+    common = dict(
+        suite=Path(suite).name if Path(suite).exists() else suite,
+        mt_ratio=settings.get("mt_ratio", 0.2), ratio_schedule=settings.get("ratio_schedule", "constant"),
+        interval=settings.get("interval", "dense"), model=model, model_params=model_params,
+        iters=settings.get("iters", 5000), lr=settings.get("lr", model_spec(model).lr),
+        lr_schedule=settings.get("lr_schedule", "constant"), eval_every=settings.get("eval_every", 100),
+        lpips=not args.no_lpips, max_size=settings.get("max_size", 0), chunk_size=settings.get("chunk_size", 0),
+    )
+    seeds = _ints(str(settings.get("seeds", "0")), "--seeds")
+    jobs = build_jobs(refs, strategy_list, seeds, convert_rgb=args.convert_rgb, **common)
+    out = settings.get("out") or f"results/{common['suite']}"
+    devices = _csv(args.devices) or None
+    if args.workers_per_device < 1:
+        raise BenchError(f"--workers-per-device must be >= 1, got {args.workers_per_device}")
+    outcomes = run_jobs(jobs, out, devices, args.workers_per_device, "off" if args.no_lpips else "auto",
+                        args.lpips_weights, args.force, progress=not args.no_progress)
+    failed = [o for o in outcomes if o["status"] != "ok"]
+    for o in failed:
+        print(f"{o['status']}: {o['label']} on {o['image']} (seed {o['seed']}): {o['error'].split(' | ')[0]}",
+              file=sys.stderr)
+
+    runs, metrics = load(out)
+    ids = {j.cfg.run_id for j in jobs}
+    runs = runs[runs["run_id"].isin(ids)]
+    metrics = metrics[metrics["run_id"].isin(ids)]
+    if len(runs):
+        with pd.option_context("display.width", 160, "display.precision", 3, "display.max_columns", 20):
+            print(f"\nsummary of {len(runs)} runs in {out} (means over images and seeds):")
+            print(summary_table(runs, metrics, 30.0).to_string())
+    return 1 if failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        if argv and argv[0] == "tune":
+            from benchmark.tune import main as tune_main
+            return tune_main(argv[1:])
+        if argv and argv[0] == "report":
+            from benchmark.report import main as report_main
+            return report_main(argv[1:])
+        return run(argv)
+    except BenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished runs are stored; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""The strategy interface: at each step, which pixels (and optional loss weights) the optimiser sees."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+
+from benchmark.task import Task
+
+
+@dataclass
+class Batch:
+    """One step's training data.
+
+    indices: pixel indices into the flattened image, or None for every pixel.
+    weights: optional per-sample loss weights (same length as the batch).
+    coords/targets: override the grid lookup (e.g. Soft Mining's coordinates that need an input gradient).
+    full_pred: a no-grad prediction of *every* pixel under the parameters of this step (before the update),
+        when the strategy computed one anyway; the fit loop reuses it for evaluation instead of another forward.
+    """
+
+    indices: torch.Tensor | None
+    weights: torch.Tensor | None = None
+    coords: torch.Tensor | None = None
+    targets: torch.Tensor | None = None
+    full_pred: torch.Tensor | None = None
+
+    def size(self, n_pixels: int) -> int:
+        if self.coords is not None:
+            return int(self.coords.shape[0])
+        return n_pixels if self.indices is None else int(self.indices.numel())
+
+
+class Strategy:
+    """Base class. Subclasses implement `choose`; the base applies the interval profile.
+
+    `defaults` lists every tunable parameter with its default; unknown parameters are refused by the registry.
+    On a step where the interval profile asks for no recompute, the previous batch is reused as is
+    (same pixels, no full forward), as in INT and NINT.
+    """
+
+    name: ClassVar[str] = ""
+    defaults: ClassVar[dict[str, Any]] = {}
+    uses_profile: ClassVar[bool] = True  # False: the strategy ignores the interval profile
+
+    def __init__(self, task: Task, **params: Any):
+        self.task = task
+        self.params = {**self.defaults, **params}
+        self._last: Batch | None = None
+
+    # --- the step -------------------------------------------------------------------------------------------
+    def select(self, step: int) -> Batch:
+        if not self.uses_profile or self._last is None or self.task.recompute(step):
+            self._last = self.choose(step)
+            return self._last
+        return Batch(self._last.indices, self._last.weights, self._last.coords, self._last.targets)
+
+    def choose(self, step: int) -> Batch:
+        raise NotImplementedError
+
+    def provides_full_pred(self, step: int) -> bool:
+        """Will `select(step)` return `full_pred`? Lets the fit loop skip its own evaluation forward."""
+        return False
+
+    def loss(self, pred: torch.Tensor, target: torch.Tensor, batch: Batch, step: int) -> torch.Tensor:
+        """Mean squared error over the batch (pixels × channels), weighted per sample if the batch says so."""
+        err = (pred - target).pow(2)
+        if batch.weights is None:
+            return err.mean()
+        return (err.mean(dim=1) * batch.weights).mean()
+
+    def after_backward(self, batch: Batch, step: int) -> None:
+        """Hook between backward and the optimiser step (gradients are available)."""
+
+    # --- helpers --------------------------------------------------------------------------------------------
+    def _recompute_here(self, step: int) -> bool:
+        return not self.uses_profile or self._last is None or self.task.recompute(step)

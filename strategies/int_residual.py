@@ -1,0 +1,30 @@
+import torch
+
+from strategies import register_strategy
+from strategies.base import Batch, Strategy
+
+
+@register_strategy("int", aliases={"residual-only": {}})
+class INT(Strategy):
+    """INT: top-⌊r(t)·N⌋ pixels by L1 error summed over channels, from a full no-grad forward.
+
+    With top_k off, a uniform subset instead (the forward still runs, as in INT's code).
+    """
+
+    defaults = {"top_k": True}
+
+    def choose(self, step):
+        task = self.task
+        pred = task.forward_full()
+        n = task.budget(step)
+        if n >= task.n_pixels:
+            return Batch(indices=None, full_pred=pred)
+        if self.params["top_k"]:
+            score = (task.targets - pred).abs().sum(dim=1)
+            idx = torch.topk(score, n, sorted=False).indices
+        else:
+            idx = task.randperm(task.n_pixels)[:n]
+        return Batch(indices=idx, full_pred=pred)
+
+    def provides_full_pred(self, step):
+        return self._recompute_here(step)
