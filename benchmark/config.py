@@ -38,6 +38,8 @@ class RunConfig:
     lpips: bool = False  # whether LPIPS is computed (backbone available and not disabled)
     max_size: int = 0  # 0: native resolution; else the longest side is downscaled to this
     chunk_size: int = 0  # evaluation/scoring chunk in pixels; 0 = one pass
+    compile: bool = False  # torch.compile the model's forward (fused kernels; rounding may differ slightly)
+    tf32: bool = False  # allow TF32 matrix products on the GPU (changes numerics: opt-in)
 
     def __post_init__(self) -> None:
         validate(self)

@@ -90,8 +90,9 @@ def fit(cfg: RunConfig, image: np.ndarray, device: torch.device | str = "cpu", l
     target_img = targets.view(height, width, 3)
     generator = torch.Generator(device=device)
     generator.manual_seed(cfg.seed)
+    predict = torch.compile(model) if cfg.compile else model
     task = Task(model, coordinate_grid(height, width, device), targets, to_uint8(image), height, width,
-                cfg.iters, cfg.mt_ratio, cfg.ratio_schedule, cfg.interval, generator, cfg.chunk_size)
+                cfg.iters, cfg.mt_ratio, cfg.ratio_schedule, cfg.interval, generator, cfg.chunk_size, predict)
     cls, params = resolve(cfg.strategy, cfg.params)
     strategy = cls(task, **params)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
@@ -118,52 +119,58 @@ def fit(cfg: RunConfig, image: np.ndarray, device: torch.device | str = "cpu", l
 
     timer = StepTimer(device)
     status, diverged_at, done = "ok", None, T
-    for t in range(T):
-        promised = strategy.provides_full_pred(t)
-        if not promised:
-            evaluate(t, task.forward_full())
-        timer.start()
-        batch = strategy.select(t)
-        if batch.coords is not None:
-            x, y = batch.coords, batch.targets
-        elif batch.indices is None:
-            x, y = task.coords, targets
-        else:
-            x, y = task.coords[batch.indices], targets[batch.indices]
-        pred = model(x)
-        loss = strategy.loss(pred, y, batch, t)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        strategy.after_backward(batch, t)
-        optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
-        timer.stop()
-        loss_hist[t + 1] = loss.detach()
-        fraction[t + 1] = batch.size(n) / n
-        if promised:
-            full = batch.full_pred
-            if full is None and batch.indices is None and batch.coords is None:
-                full = pred.detach()
-            if full is None:
-                raise RuntimeError(f"strategy {cfg.strategy!r} promised a full prediction at step {t} but gave none")
-            evaluate(t, full)
-        if callback is not None and (t + 1) % CALLBACK_EVERY == 0 and t + 1 < T:
-            evaluate(t + 1, task.forward_full())  # the model after t + 1 updates (untimed)
-            try:
-                callback(t + 1, float(psnr_hist[t + 1]))
-            except RunStopped:
-                status, done = "pruned", t + 1
-                break
-        if (t + 1) % DIVERGENCE_CHECK_EVERY == 0 or t + 1 == T:
-            finite = torch.isfinite(loss_hist[1 : t + 2])
-            if not bool(finite.all()):
-                diverged_at = int((~finite).nonzero()[0, 0]) + 1
-                status, done = "diverged", t + 1
-                break
-    if status == "ok":
-        with torch.no_grad():
-            evaluate(T, task.forward_full())
+
+    previous_precision = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("high" if cfg.tf32 else "highest")
+    try:
+        for t in range(T):
+            promised = strategy.provides_full_pred(t)
+            if not promised:
+                evaluate(t, task.forward_full())
+            timer.start()
+            batch = strategy.select(t)
+            if batch.coords is not None:
+                x, y = batch.coords, batch.targets
+            elif batch.indices is None:
+                x, y = task.coords, targets
+            else:
+                x, y = task.coords[batch.indices], targets[batch.indices]
+            pred = predict(x)
+            loss = strategy.loss(pred, y, batch, t)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            strategy.after_backward(batch, t)
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            timer.stop()
+            loss_hist[t + 1] = loss.detach()
+            fraction[t + 1] = batch.size(n) / n
+            if promised:
+                full = batch.full_pred
+                if full is None and batch.indices is None and batch.coords is None:
+                    full = pred.detach()
+                if full is None:
+                    raise RuntimeError(f"strategy {cfg.strategy!r} promised a full prediction at step {t} but gave none")
+                evaluate(t, full)
+            if callback is not None and (t + 1) % CALLBACK_EVERY == 0 and t + 1 < T:
+                evaluate(t + 1, task.forward_full())  # the model after t + 1 updates (untimed)
+                try:
+                    callback(t + 1, float(psnr_hist[t + 1]))
+                except RunStopped:
+                    status, done = "pruned", t + 1
+                    break
+            if (t + 1) % DIVERGENCE_CHECK_EVERY == 0 or t + 1 == T:
+                finite = torch.isfinite(loss_hist[1 : t + 2])
+                if not bool(finite.all()):
+                    diverged_at = int((~finite).nonzero()[0, 0]) + 1
+                    status, done = "diverged", t + 1
+                    break
+        if status == "ok":
+            with torch.no_grad():
+                evaluate(T, task.forward_full())
+    finally:
+        torch.set_float32_matmul_precision(previous_precision)
 
     step_seconds = timer.seconds()
     cumulative = np.concatenate([[0.0], np.cumsum(step_seconds)])

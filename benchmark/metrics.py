@@ -116,6 +116,9 @@ class Lpips:
         return self.model(a.float(), b.float()).reshape(())
 
 
+_NOTICED: list[bool] = []  # the offline notice is printed once per process
+
+
 def make_lpips(mode: str, weights_path: str | None, device) -> Lpips | None:
     """mode "off": None. "auto": LPIPS if the backbone is found, else None with a one-line notice on stderr.
     "on": LPIPS or a BenchError saying how to provide the backbone."""
@@ -125,6 +128,8 @@ def make_lpips(mode: str, weights_path: str | None, device) -> Lpips | None:
     if weights is None:
         if mode == "on":
             raise BenchError(lpips_unavailable_notice().removeprefix("notice: "))
-        print(lpips_unavailable_notice(), file=sys.stderr)
+        if not _NOTICED:
+            print(lpips_unavailable_notice(), file=sys.stderr)
+            _NOTICED.append(True)
         return None
     return Lpips(weights, device)

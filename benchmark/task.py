@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -34,8 +35,11 @@ class Task:
     interval: str
     generator: torch.Generator
     chunk_size: int = 0  # 0: one pass over all pixels; else chunks of this many pixels
+    predict: Callable[[torch.Tensor], torch.Tensor] | None = None  # e.g. the compiled model; default: model
 
     def __post_init__(self) -> None:
+        if self.predict is None:
+            self.predict = self.model
         self._ratio = schedules.ratio_schedule(self.ratio_schedule)
         self._profile = schedules.interval_profile(self.interval)
 
@@ -66,7 +70,7 @@ class Task:
     @torch.no_grad()
     def forward_full(self) -> torch.Tensor:
         """Prediction for every pixel under the current parameters, without autograd, chunked."""
-        outs = [self.model(self.coords[c]) for c in self.chunks()]
+        outs = [self.predict(self.coords[c]) for c in self.chunks()]
         return outs[0] if len(outs) == 1 else torch.cat(outs)
 
     def random_keys(self) -> torch.Tensor:

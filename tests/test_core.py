@@ -1,0 +1,300 @@
+"""The foundation: NTK scores against an explicit Jacobian, NINT's split and decay, metrics, schedules,
+the Parquet store and resume."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+import torch
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+from torch.func import functional_call, jacrev
+
+import datasets
+import strategies
+from benchmark import schedules
+from benchmark.config import RunConfig
+from benchmark.errors import BenchError
+from benchmark.fit import fit
+from benchmark.metrics import Lpips, make_lpips, psnr, ssim
+from benchmark.ntk import ntk_scores
+from benchmark.runner import build_jobs, parse_strategies, run_jobs
+from benchmark.store import METRICS_SCHEMA, RUNS_SCHEMA, Store, load
+from conftest import make_task, tiny_image
+
+
+# --- NTK ------------------------------------------------------------------------------------------------------
+def explicit_kg(task) -> tuple[torch.Tensor, torch.Tensor]:
+    """J (Jᵀ g) from the full Jacobian (N·C × P), and f."""
+    model = task.model
+    params = {n: p.detach() for n, p in model.named_parameters()}
+    f = lambda p: functional_call(model, p, (task.coords,)).reshape(-1)  # noqa: E731
+    jac = jacrev(f)(params)
+    J = torch.cat([jac[n].reshape(jac[n].shape[0], -1) for n in params], dim=1)
+    out = f(params)
+    g = out - task.targets.reshape(-1)
+    return (J @ (J.T @ g)).reshape(-1, 3), out.reshape(-1, 3)
+
+
+def test_ntk_score_equals_explicit_jacobian():
+    task = make_task(tiny_image(6, 5), depth=2, width=8, dtype=torch.float64)
+    kg, _ = explicit_kg(task)
+    score, pred = ntk_scores(task, "kg")
+    expected = kg.pow(2).sum(dim=1)
+    assert torch.allclose(score, expected, rtol=1e-5, atol=1e-12)
+    # a real kernel couples pixels: K·g is not a per-pixel rescaling of g
+    assert not torch.allclose(kg / kg.norm(), (pred - task.targets) / (pred - task.targets).norm(), atol=1e-3)
+
+
+def test_ntk_score_chunked_equals_one_pass():
+    one = make_task(tiny_image(6, 5), depth=2, width=8, dtype=torch.float64)
+    chunked = make_task(tiny_image(6, 5), depth=2, width=8, dtype=torch.float64, chunk_size=7)
+    assert torch.allclose(ntk_scores(one, "kg")[0], ntk_scores(chunked, "kg")[0], rtol=1e-9)
+
+
+def test_released_score_is_squared_output_norm():
+    task = make_task(tiny_image(6, 5), depth=2, width=8, dtype=torch.float64)
+    score, pred = ntk_scores(task, "primal")
+    assert torch.allclose(score, task.forward_full().pow(2).sum(dim=1), rtol=1e-12)
+    kg_score, _ = ntk_scores(task, "kg")
+    assert not torch.allclose(score, kg_score)
+
+
+# --- NINT split and decay -------------------------------------------------------------------------------------
+def nint(task, name="nint", **params):
+    cls, full = strategies.resolve(name, params)
+    return cls(task, **full)
+
+
+def test_nint_paper_and_released_decay_formulas():
+    s_paper, s_rel = nint(make_task()), nint(make_task(), "nint-released")
+    for u in [1, 10, 20, 30, 40, 50, 60]:
+        assert s_paper.ntk_share(u) == pytest.approx(0.3 * math.exp(-1.0 * math.floor(u / 10)))
+        assert s_rel.ntk_share(u) == pytest.approx(0.3 * math.exp(math.floor(-1.0 * u / 10)))
+    assert s_paper.ntk_share(1) == pytest.approx(0.3) and s_rel.ntk_share(1) == pytest.approx(0.3 / math.e)
+    for u in [10, 20, 30, 40, 50, 60]:  # the two parses agree on every later recompute
+        assert s_paper.ntk_share(u) == pytest.approx(s_rel.ntk_share(u))
+    assert s_paper.ntk_share(60) < 1e-3 < s_paper.ntk_share(50)
+
+
+def test_nint_split_sizes_and_union():
+    task = make_task(tiny_image(40, 50), ratio=0.2)
+    s = nint(task)
+    n = task.budget(0)
+    assert n == int(0.2 * 2000)
+    batch = s.select(0)
+    assert s.share == pytest.approx(0.3)
+    n_ntk, n_res, n_rand = s.split(n)
+    assert (n_ntk, n_res) == (math.floor(n * 0.3), max(0, math.floor(n * (1 - 0.3 - 0.7))))
+    assert n_ntk + n_res + n_rand == n
+    idx = batch.indices
+    assert idx.numel() == n and idx.unique().numel() == n and int(idx.min()) >= 0 and int(idx.max()) < 2000
+    # the NTK part is the top of the K·g score
+    score, _ = ntk_scores(task, "kg")
+    assert set(idx[:n_ntk].tolist()) == set(torch.topk(score, n_ntk).indices.tolist())
+    # after the first refresh window the share decays and the residual part appears
+    for t in range(1, 10):
+        batch = s.select(t)
+    assert s.calls == 10 and s.share == pytest.approx(0.3 * math.exp(-1))
+    n_ntk, n_res, n_rand = s.split(n)
+    assert n_res == math.floor(n * (1 - s.share - 0.7)) > 0
+    res = batch.indices[n_ntk:n_ntk + n_res]
+    l1 = (task.targets - batch.full_pred).abs().sum(dim=1)
+    l1[batch.indices[:n_ntk]] = -1
+    assert set(res.tolist()) == set(torch.topk(l1, n_res).indices.tolist())
+
+
+def test_nint_recomputes_every_alpha_and_stops_below_cutoff(monkeypatch):
+    import strategies.nint as mod
+
+    calls = []
+    real = mod.ntk_scores
+    monkeypatch.setattr(mod, "ntk_scores", lambda task, variant: calls.append(variant) or real(task, variant))
+    task = make_task(tiny_image(20, 20), iters=100)
+    s = nint(task)
+    for t in range(100):
+        s.select(t)
+    # refreshes at u = 1, 10, 20, 30, 40, 50 (share ≥ 1e-3); at u = 60 the share is below the cut-off
+    assert len(calls) == 6
+    assert s.split(task.budget(99))[0] == math.floor(task.budget(99) * 0.3 * math.exp(-9))
+
+
+def test_ntk_only_takes_whole_budget_from_the_score():
+    task = make_task(tiny_image(10, 10), ratio=0.3)
+    s = nint(task, "ntk")
+    batch = s.select(0)
+    score, _ = ntk_scores(task, "kg")
+    assert set(batch.indices.tolist()) == set(torch.topk(score, 30).indices.tolist())
+
+
+def test_int_takes_top_l1_and_reuses_between_recomputes():
+    task = make_task(tiny_image(10, 10), ratio=0.3, interval="dense2")
+    s = nint(task, "int")
+    b0 = s.select(0)
+    l1 = (task.targets - task.forward_full()).abs().sum(1)
+    assert set(b0.indices.tolist()) == set(torch.topk(l1, 30).indices.tolist())
+    b1 = s.select(1)  # dense2: no recompute at odd steps, same pixels, no full forward
+    assert torch.equal(b0.indices, b1.indices) and b1.full_pred is None
+    assert s.provides_full_pred(2) and not s.provides_full_pred(3)
+
+
+def test_uniform_is_seeded_and_unique():
+    a = nint(make_task(seed=3), "uniform").select(0).indices
+    b = nint(make_task(seed=3), "uniform").select(0).indices
+    c = nint(make_task(seed=4), "uniform").select(0).indices
+    assert torch.equal(a, b) and not torch.equal(a, c) and a.unique().numel() == a.numel() == 48
+
+
+# --- schedules ------------------------------------------------------------------------------------------------
+def test_ratio_schedules_match_formulas():
+    step = schedules.RATIO_SCHEDULES["step"]
+    assert step(0, 5000, 0.2) == pytest.approx(0.2) and step(4999, 5000, 0.2) == pytest.approx(0.92)
+    assert schedules.RATIO_SCHEDULES["cosine"](0, 100, 0.2) == pytest.approx(0.2)
+    assert schedules.RATIO_SCHEDULES["cosine"](100, 100, 0.2) == pytest.approx(1.0)
+    assert schedules.RATIO_SCHEDULES["reverse-cosine"](100, 100, 0.6) == pytest.approx(0.2)
+    assert schedules.budget(0.2, 262144) == 52428 and schedules.budget(1.0 - 1e-12, 10) == 10
+
+
+def test_interval_profiles():
+    inc = [schedules.incremental_interval(t, 5000) for t in range(5000)]
+    assert inc[1249] == 1 and inc[1250] == 10 and inc[2000] == 20 and inc[4999] == 50
+    assert all(a <= b for a, b in zip(inc, inc[1:]))
+    assert sum(schedules.INTERVAL_PROFILES["incremental"](t, 5000) for t in range(5000)) == 1422
+    assert sum(schedules.INTERVAL_PROFILES["reverse-incremental"](t, 5000) for t in range(5000)) == 642
+    assert sum(schedules.INTERVAL_PROFILES["decremental"](t, 5000) for t in range(5000)) == 2157
+
+
+# --- metrics --------------------------------------------------------------------------------------------------
+def test_psnr_and_ssim_match_skimage():
+    rng = np.random.default_rng(1)
+    a = rng.random((33, 41, 3))
+    b = np.clip(a + 0.05 * rng.standard_normal(a.shape), 0, 1)
+    ta, tb = torch.from_numpy(a).float(), torch.from_numpy(b).float()
+    assert float(psnr(tb, ta)) == pytest.approx(peak_signal_noise_ratio(a, b, data_range=1), abs=1e-3)
+    ref = structural_similarity(a.astype(np.float32), b.astype(np.float32), channel_axis=-1, data_range=1)
+    assert float(ssim(tb, ta)) == pytest.approx(ref, abs=1e-3)
+
+
+def test_lpips_code_path_with_random_backbone():
+    metric = Lpips(None, random_backbone=True)  # for the code path only: not LPIPS numbers
+    torch.manual_seed(0)
+    a = torch.rand(32, 32, 3)
+    noisy = [torch.clamp(a + s * torch.randn_like(a), 0, 1) for s in (0.02, 0.1, 0.3)]
+    assert float(metric(a, a)) == pytest.approx(0.0, abs=1e-6)
+    assert float(metric(a, noisy[1])) == pytest.approx(float(metric(noisy[1], a)), rel=1e-4)
+    d = [float(metric(n, a)) for n in noisy]
+    assert d[0] < d[1] < d[2]
+
+
+def test_lpips_offline_auto_is_null_and_explicit_path_fails(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("NINT_BENCH_LPIPS_WEIGHTS", raising=False)
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    monkeypatch.setattr("benchmark.metrics._NOTICED", [])
+    assert make_lpips("auto", None, "cpu") is None
+    assert "LPIPS recorded as null" in capsys.readouterr().err
+    with pytest.raises(BenchError, match="--lpips-weights"):
+        make_lpips("on", None, "cpu")
+    with pytest.raises(BenchError, match="not found"):
+        make_lpips("auto", str(tmp_path / "missing.pth"), "cpu")
+
+
+def test_lpips_loads_a_torchvision_alexnet_state_dict(tmp_path):
+    import torchvision
+
+    torch.manual_seed(0)
+    path = tmp_path / "alexnet-owt-7be5be79.pth"
+    state = torchvision.models.alexnet(weights=None).state_dict()
+    torch.save(state, path)
+    metric = make_lpips("on", str(path), "cpu")
+    assert torch.equal(metric.model.net.slice1._modules["0"].weight, state["features.0.weight"])
+    assert torch.equal(metric.model.net.slice5._modules["10"].weight, state["features.10.weight"])
+
+
+# --- fit loop -------------------------------------------------------------------------------------------------
+def config(**kw) -> RunConfig:
+    base = dict(image="tiny", image_sha256="x", strategy="uniform", iters=12, eval_every=5,
+                model_params={"depth": 2, "width": 16})
+    base.update(kw)
+    _, base["params"] = strategies.resolve(base["strategy"], base.get("params", {}))
+    return RunConfig(**base)
+
+
+def test_fit_rows_are_the_model_after_t_updates():
+    img = tiny_image()
+    runs = {s: fit(config(strategy=s), img).metrics for s in ("uniform", "int", "standard", "nint")}
+    first = {s: m["psnr"].iloc[0] for s, m in runs.items()}
+    assert len(set(np.round(list(first.values()), 10))) == 1  # same initial model, reused or not
+    for m in runs.values():
+        assert list(m["iteration"]) == list(range(13))
+        assert m["psnr"].notna().all() and m["loss"].iloc[1:].notna().all() and pd.isna(m["loss"].iloc[0])
+        assert m["ssim"].notna().tolist() == [t % 5 == 0 or t == 12 for t in range(13)]
+        assert (np.diff(m["train_seconds"]) > 0).all()
+    assert runs["standard"]["sampled_fraction"].iloc[1:].eq(1.0).all()
+    assert runs["uniform"]["sampled_fraction"].iloc[1:].eq(int(0.2 * 192) / 192).all()
+
+
+def test_fit_is_reproducible_under_a_seed():
+    img = tiny_image()
+    a, b = fit(config(strategy="nint", seed=5), img).metrics, fit(config(strategy="nint", seed=5), img).metrics
+    c = fit(config(strategy="nint", seed=6), img).metrics
+    cols = ["loss", "psnr", "ssim"]
+    pd.testing.assert_frame_equal(a[cols], b[cols])
+    assert not np.allclose(a["psnr"].iloc[1:], c["psnr"].iloc[1:])
+
+
+def test_standard_step_matches_a_hand_written_adam_step():
+    img = tiny_image()
+    m = fit(config(strategy="standard", iters=1, lr=1e-3), img).metrics
+    task = make_task(img, seed=0)
+    opt = torch.optim.Adam(task.model.parameters(), lr=1e-3)
+    loss = (task.model(task.coords) - task.targets).pow(2).mean()
+    loss.backward()
+    opt.step()
+    assert m["loss"].iloc[1] == pytest.approx(float(loss), rel=1e-5)
+    assert m["psnr"].iloc[1] == pytest.approx(float(psnr(task.forward_full(), task.targets)), rel=1e-5)
+
+
+# --- store and runner -----------------------------------------------------------------------------------------
+def test_tiny_run_writes_parquet_with_the_schema_and_rerun_skips(tmp_path):
+    refs = [datasets.ImageRef("tiny", loader=lambda: tiny_image())]
+    jobs = build_jobs(refs, parse_strategies("uniform,nint"), [0, 1], iters=8, eval_every=4,
+                      model_params={"depth": 2, "width": 8}, lpips=False, suite="test")
+    out = run_jobs(jobs, tmp_path / "res", ["cpu"], progress=False)
+    assert [o["status"] for o in out] == ["ok"] * 4
+    metrics = pd.read_parquet(tmp_path / "res" / "metrics")  # plain pandas reads the store
+    assert list(metrics.columns) == METRICS_SCHEMA.names and len(metrics) == 4 * 9
+    assert pq.read_schema(next((tmp_path / "res" / "runs").glob("*.parquet"))).names == RUNS_SCHEMA.names
+    runs, _ = load(tmp_path / "res")
+    assert set(runs["run_id"]) == {j.cfg.run_id for j in jobs} and runs["final_psnr"].notna().all()
+    assert set(metrics.loc[metrics["ssim"].notna(), "iteration"]) == {0, 4, 8}
+    assert metrics["lpips"].isna().all()
+    mtimes = {p: p.stat().st_mtime_ns for p in (tmp_path / "res").rglob("*.parquet")}
+    assert run_jobs(jobs, tmp_path / "res", ["cpu"], progress=False) == []  # resume: nothing to do
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "res").rglob("*.parquet")} == mtimes
+    assert not list((tmp_path / "res").rglob("*.tmp"))
+
+
+def test_run_id_is_a_hash_of_the_config():
+    a, b = config(), config()
+    assert a.run_id == b.run_id and len(a.run_id) == 16
+    assert config(seed=1).run_id != a.run_id and config(mt_ratio=0.3).run_id != a.run_id
+    assert config(chunk_size=64).run_id == a.run_id  # chunking does not change what is computed
+
+
+def test_cli_lists_and_runs(tmp_path, capsys):
+    import run_benchmark
+
+    assert run_benchmark.main(["--list-strategies"]) == 0
+    listed = capsys.readouterr().out
+    for name in ("standard", "uniform", "int", "ntk", "nint", "nint-released"):
+        assert f"\n{name} " in "\n" + listed
+    code = run_benchmark.main(["--suite", "builtin", "--max-images", "1", "--max-size", "16", "--iters", "5",
+                               "--strategies", "uniform,nint", "--model-param", "depth=2", "--model-param",
+                               "width=8", "--out", str(tmp_path / "r"), "--no-progress", "--no-lpips"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "summary of 2 runs" in out and "s_to_30dB" in out and "nint" in out
+    assert run_benchmark.main(["--strategies", "bogus", "--out", str(tmp_path / "r")]) == 2
+    assert capsys.readouterr().err.strip().startswith("error: unknown strategy 'bogus'")
