@@ -6,10 +6,15 @@ J(Jᵀg): its *tangent output*, not its primal output (which is f itself; the NI
 """
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch.func import functional_call, jvp, vjp
 
 from .task import Task
+
+# torch.func's JVP goes through a decomposition that still calls torch.jit.script (deprecated): not ours to fix.
+warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=FutureWarning)
 
 
 def ntk_scores(task: Task, variant: str = "kg") -> tuple[torch.Tensor, torch.Tensor]:
