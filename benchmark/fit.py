@@ -106,7 +106,8 @@ def fit(cfg: RunConfig, image: np.ndarray, device: torch.device | str = "cpu", l
     lpips_hist = torch.full((T + 1,), nan, device=device)
     loss_hist = torch.full((T + 1,), nan, device=device)
     fraction = np.full(T + 1, nan)
-    can_ssim = min(height, width) >= 7
+    can_ssim = min(height, width) >= 7  # skimage's 7×7 window; smaller images record SSIM as null
+    can_lpips = min(height, width) >= 32  # AlexNet's pooling needs a few dozen pixels; else null
 
     def evaluate(t: int, pred: torch.Tensor) -> None:
         psnr_hist[t] = psnr(pred, targets)
@@ -114,7 +115,7 @@ def fit(cfg: RunConfig, image: np.ndarray, device: torch.device | str = "cpu", l
             img = pred.view(height, width, 3)
             if can_ssim:
                 ssim_hist[t] = ssim(img, target_img)
-            if lpips_metric is not None:
+            if lpips_metric is not None and can_lpips:
                 lpips_hist[t] = lpips_metric(img, target_img)
 
     timer = StepTimer(device)

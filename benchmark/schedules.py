@@ -120,7 +120,8 @@ def interval_profile(name: str) -> Callable[[int, int], bool]:
 
 
 def budget(ratio: float, n_pixels: int) -> int:
-    """Pixels trained on: ⌊r·N⌋ as in all three reference codebases; r close to 1 means every pixel."""
+    """Pixels trained on: ⌊r·N⌋ as in all three reference codebases; r close to 1 means every pixel.
+    At least one pixel, so a tiny image (⌊r·N⌋ = 0) still trains instead of taking the mean of nothing."""
     if math.isclose(ratio, 1.0):
         return n_pixels
-    return max(0, min(n_pixels, int(ratio * n_pixels)))
+    return max(1, min(n_pixels, int(ratio * n_pixels)))

@@ -49,7 +49,7 @@ def file_sha256(path: Path) -> str:
 
 def load_image(path: Path | str, convert_rgb: bool = False, sha256: str | None = None) -> np.ndarray:
     """(H, W, 3) uint8 or uint16 array; BenchError naming the file on any problem."""
-    import imageio.v3 as iio
+    import cv2
 
     path = Path(path)
     if not path.is_file():
@@ -61,11 +61,13 @@ def load_image(path: Path | str, convert_rgb: bool = False, sha256: str | None =
                 f"checksum mismatch for {path}: expected {sha256[:12]}…, got {got[:12]}…; "
                 "the file is corrupt or a different image: delete it and download it again"
             )
-    try:
-        arr = np.asarray(iio.imread(path))
-    except Exception as exc:  # noqa: BLE001 - every decoder failure gets the same one-line message
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise BenchError(f"cannot read image {path}: {reason}; is it a complete, valid image file?") from None
+    # OpenCV keeps 16-bit RGB (Pillow silently reduces it to 8 bits); it returns None for what it cannot decode.
+    arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if arr is None or arr.size == 0:
+        raise BenchError(f"cannot read image {path}: the file is truncated, corrupt or not an image; "
+                         "is it a complete, valid image file?")
+    if arr.ndim == 3 and arr.shape[2] in (3, 4):
+        arr = cv2.cvtColor(arr, cv2.COLOR_BGR2RGB if arr.shape[2] == 3 else cv2.COLOR_BGRA2RGBA)
     return check_rgb(arr, str(path), convert_rgb)
 
 
