@@ -70,7 +70,7 @@ def test_sixteen_bit_rgb_is_accepted(tmp_path):
     import cv2
 
     path = tmp_path / "deep.png"
-    cv2.imwrite(str(path), tiny_image(20, 20).astype(np.uint16) * 257)  # PIL cannot write 16-bit RGB
+    cv2.imwrite(str(path), tiny_image(20, 20)[:, :, ::-1].astype(np.uint16) * 257)  # BGR; PIL cannot write 16-bit RGB
     import datasets
 
     loaded = datasets.load_image(path)
