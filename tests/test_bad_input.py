@@ -2,14 +2,12 @@
 from __future__ import annotations
 
 import json
-import shutil
-
 import imageio.v3 as iio
 import numpy as np
 import pytest
 
 import run_benchmark
-from conftest import SHARED, tiny_image
+from conftest import tiny_image
 
 TINY = ["--max-size", "16", "--iters", "3", "--model-param", "depth=2", "--model-param", "width=8",
         "--no-progress", "--no-lpips"]
@@ -91,15 +89,19 @@ def test_tiny_images_run_to_the_end(tmp_path, size):
     assert (runs["status"] == "ok").all() and runs["final_ssim"].isna().all()  # SSIM needs 7×7
 
 
-def test_checksum_mismatch(capsys, tmp_path):
+def test_checksum_mismatch(capsys, tmp_path, monkeypatch):
+    import datasets
+
     data = tmp_path / "kodak"
-    shutil.copytree(SHARED / "kodak", data)
-    (data / "kodim05.png").chmod(0o644)
-    with open(data / "kodim05.png", "r+b") as fh:
-        fh.seek(1000)
-        fh.write(b"\x00\x01\x02")
+    data.mkdir()
+    sums = {}
+    for i in (1, 2):
+        iio.imwrite(data / f"kodim0{i}.png", tiny_image(20, 20, seed=i))
+        sums[f"kodim0{i}.png"] = datasets.file_sha256(data / f"kodim0{i}.png")
+    sums["kodim02.png"] = "0" * 64  # the published checksum no longer matches the file
+    monkeypatch.setattr(datasets, "_read_sums", lambda name: sums)
     msg = cli_error(capsys, "--suite", "kodak", "--data-dir", str(data), "--out", str(tmp_path / "r"), *TINY)
-    assert "checksum mismatch" in msg and "kodim05.png" in msg
+    assert "checksum mismatch" in msg and "kodim02.png" in msg and "download it again" in msg
 
 
 def test_missing_suite_file(capsys, tmp_path):
