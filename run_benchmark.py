@@ -5,7 +5,6 @@
     python run_benchmark.py --suite kodak --strategies nint,int,uniform,standard --iters 5000 \
         --mt-ratio 0.2 --seeds 0,1 --out results/kodak
     python run_benchmark.py --list-strategies | --list-suites
-    python run_benchmark.py tune ...   /   python run_benchmark.py report ...
 """
 from __future__ import annotations
 
@@ -163,12 +162,8 @@ def run(argv: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
-        if argv and argv[0] == "tune":
-            from benchmark.tune import main as tune_main
-            return tune_main(argv[1:])
-        if argv and argv[0] == "report":
-            from benchmark.report import main as report_main
-            return report_main(argv[1:])
+        if argv and argv[0] in ("tune", "report"):
+            raise BenchError(f"'{argv[0]}' is not implemented yet (issue #4); run the benchmark without it")
         return run(argv)
     except BenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
