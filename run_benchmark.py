@@ -9,7 +9,9 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -20,9 +22,15 @@ DEMO = {"suite": "builtin", "strategies": "standard,uniform,int,nint", "iters": 
         "eval_every": 50, "out": "results/demo"}
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line too (`error: argument --iters: invalid int value: 'x'; see --help`, status 2)."""
+
+    def error(self, message: str):
+        raise BenchError(f"{message}; see --help")
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="run_benchmark.py", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = _Parser(prog="run_benchmark.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--suite", help="builtin | kodak | div2k16 | a folder | an image file (default: demo)")
     p.add_argument("--data-dir", help="local folder with the suite's images (kodak, div2k16)")
     p.add_argument("--images", help="comma-separated image ids to keep (e.g. kodim01,kodim02)")
@@ -33,7 +41,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--mt-ratio", type=float, help="sampling ratio r in (0, 1] (default 0.2)")
     p.add_argument("--ratio-schedule", help="constant | linear | step | cosine | reverse-cosine")
     p.add_argument("--interval", help="dense | dense2 | dense5 | incremental | reverse-incremental | decremental")
-    p.add_argument("--model", help="model name (default siren)")
+    p.add_argument("--model", help="model name, or comma-separated names to run each (default siren)")
     p.add_argument("--model-param", action="append", default=[], metavar="KEY=VALUE",
                    help="model parameter, repeatable (e.g. depth=3, width=64)")
     p.add_argument("--lr", type=float, help="Adam learning rate (default: the model's, 1e-4 for SIREN)")
@@ -70,12 +78,28 @@ def _ints(text: str, what: str) -> list[int]:
         raise BenchError(f"{what} must be comma-separated whole numbers, got {text!r}") from None
 
 
+def _check_devices(devices: list[str]) -> None:
+    """Every --devices entry must exist here, so a typo stops the suite instead of failing each run."""
+    import torch
+
+    for name in devices:
+        try:
+            dev = torch.device(name)
+        except RuntimeError:
+            raise BenchError(f"--devices: {name!r} is not a device name; write cpu or cuda:N, e.g. --devices cuda:0,cuda:1") from None
+        if dev.type == "cuda":
+            count = torch.cuda.device_count()
+            if count == 0 or (dev.index or 0) >= count:
+                raise BenchError(f"--devices: {name} is not available, this machine has {count} visible GPU(s) "
+                                 f"({', '.join(f'cuda:{i}' for i in range(count)) or 'use cpu'})")
+
+
 def run(argv: list[str]) -> int:
     import datasets
     import strategies
     from benchmark import presets
     from benchmark.analysis import summary_table
-    from benchmark.models import model_spec
+    from benchmark.models import build_model, model_spec
     from benchmark.runner import build_jobs, parse_strategies, parse_value, run_jobs
     from benchmark.store import load
 
@@ -104,13 +128,19 @@ def run(argv: list[str]) -> int:
         if value is not None:
             settings[key] = value
     suite = settings.get("suite", "builtin")
-    model = settings.get("model", "siren")
-    model_params = dict(settings.get("model_params", {}))
+    models = _csv(settings.get("model", "siren")) or ["siren"]
+    for name in models:
+        model_spec(name)  # unknown names fail here, before any image is read
+    # A preset may give a list of model_params variants (e.g. depth × width): each one is a grid of its own.
+    variants = settings.get("model_params", {})
+    variants = [dict(v) for v in variants] if isinstance(variants, list) else [dict(variants)]
+    overrides = {}
     for item in args.model_param:
         if "=" not in item:
             raise BenchError(f"--model-param {item!r} needs the form key=value")
         key, value = item.split("=", 1)
-        model_params[key.strip()] = parse_value(value)
+        overrides[key.strip()] = parse_value(value)
+    variants = list({json.dumps(v, sort_keys=True): v for v in ({**v, **overrides} for v in variants)}.values())
     if demo:
         print("no arguments: running the short demo "
               f"({DEMO['strategies']} on the builtin suite at {DEMO['max_size']} px, {DEMO['iters']} iterations); "
@@ -123,22 +153,44 @@ def run(argv: list[str]) -> int:
         if missing:
             raise BenchError(f"suite {suite!r} has no image(s) {', '.join(missing)}; it has {', '.join(r.id for r in refs)}")
         refs = [r for r in refs if r.id in wanted]
+    if args.max_images < 0:
+        raise BenchError(f"--max-images must be >= 0 (0 keeps every image), got {args.max_images}")
     if args.max_images:
         refs = refs[: args.max_images]
-    strategy_list = parse_strategies(settings.get("strategies", "standard,uniform,int,nint"))
+    selectors = settings.get("strategies", "standard,uniform,int,nint")
+    try:
+        strategy_list = parse_strategies(selectors)
+    except (TypeError, ValueError) as exc:  # e.g. nint[xi=abc]: the strategy compared a string with a number
+        raise BenchError(f"--strategies {selectors!r}: a parameter value has the wrong type ({exc}); "
+                         "write numbers as numbers, e.g. nint[xi=0.5]") from None
+    if not strategy_list:
+        raise BenchError(f"--strategies {selectors!r} names no strategy; e.g. --strategies nint,uniform "
+                         "(see --list-strategies)")
     common = dict(
         suite=Path(suite).name if Path(suite).exists() else suite,
         mt_ratio=settings.get("mt_ratio", 0.2), ratio_schedule=settings.get("ratio_schedule", "constant"),
-        interval=settings.get("interval", "dense"), model=model, model_params=model_params,
-        iters=settings.get("iters", 5000), lr=settings.get("lr", model_spec(model).lr),
+        interval=settings.get("interval", "dense"),
+        iters=settings.get("iters", 5000),
         lr_schedule=settings.get("lr_schedule", "constant"), eval_every=settings.get("eval_every", 100),
         lpips=not args.no_lpips, max_size=settings.get("max_size", 0), chunk_size=settings.get("chunk_size", 0),
         compile=args.compile, tf32=args.tf32,
     )
     seeds = _ints(str(settings.get("seeds", "0")), "--seeds")
-    jobs = build_jobs(refs, strategy_list, seeds, convert_rgb=args.convert_rgb, **common)
+    if not seeds:
+        raise BenchError(f"--seeds {settings.get('seeds')!r} names no seed; e.g. --seeds 0,1")
+    jobs = []
+    for name in models:  # each model with its own default lr unless --lr (or the preset) sets one
+        for params in variants:
+            try:
+                build_model(name, params)  # bad model parameters fail here, before any run
+            except (TypeError, ValueError) as exc:  # e.g. depth=abc: the model compared a string with a number
+                raise BenchError(f"--model-param {json.dumps(params, sort_keys=True)} for model {name!r}: a value has "
+                                 f"the wrong type ({exc}); e.g. --model-param depth=3") from None
+            jobs += build_jobs(refs, strategy_list, seeds, convert_rgb=args.convert_rgb, model=name,
+                               model_params=params, lr=settings.get("lr", model_spec(name).lr), **common)
     out = settings.get("out") or f"results/{common['suite']}"
     devices = _csv(args.devices) or None
+    _check_devices(devices or [])
     if args.workers_per_device < 1:
         raise BenchError(f"--workers-per-device must be >= 1, got {args.workers_per_device}")
     outcomes = run_jobs(jobs, out, devices, args.workers_per_device, "off" if args.no_lpips else "auto",
@@ -152,18 +204,32 @@ def run(argv: list[str]) -> int:
     ids = {j.cfg.run_id for j in jobs}
     runs = runs[runs["run_id"].isin(ids)]
     metrics = metrics[metrics["run_id"].isin(ids)]
-    if len(runs):
-        with pd.option_context("display.width", 160, "display.precision", 3, "display.max_columns", 20):
-            print(f"\nsummary of {len(runs)} runs in {out} (means over images and seeds):")
-            print(summary_table(runs, metrics, 30.0).to_string())
+    several = len(models) * len(variants) > 1
+    for name, params in [(m, v) for m in models for v in variants]:  # one table per model variant
+        key = json.dumps(params, sort_keys=True)
+        part = runs[(runs["model"] == name) & (runs["model_params"] == key)] if several else runs
+        if len(part):
+            with pd.option_context("display.width", 160, "display.precision", 3, "display.max_columns", 20):
+                what = f" with {name} {key}" if several else ""
+                print(f"\nsummary of {len(part)} runs in {out}{what} (means over images and seeds):")
+                print(summary_table(part, metrics[metrics["run_id"].isin(part["run_id"])], 30.0).to_string())
+        if not several:
+            break
     return 1 if failed else 0
+
+
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    return f"warning: {message}\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    previous_format, warnings.formatwarning = warnings.formatwarning, _one_line_warning  # "warning: …", one line
     try:
         if argv and argv[0] in ("tune", "report"):
-            raise BenchError(f"'{argv[0]}' is not implemented yet (issue #4); run the benchmark without it")
+            import importlib
+
+            return importlib.import_module(f"benchmark.{argv[0]}").main(argv[1:])
         return run(argv)
     except BenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -171,6 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: finished runs are stored; rerun the same command to resume", file=sys.stderr)
         return 130
+    finally:
+        warnings.formatwarning = previous_format
 
 
 if __name__ == "__main__":

@@ -75,13 +75,15 @@ def validate(cfg: RunConfig) -> None:
     _positive_int("iters", cfg.iters)
     _positive_int("eval_every", cfg.eval_every)
     if not isinstance(cfg.lr, (int, float)) or not math.isfinite(cfg.lr) or cfg.lr <= 0:
-        raise BenchError(f"lr must be a positive number, got {cfg.lr!r}")
+        raise BenchError(f"lr must be a positive number, got {cfg.lr!r}; e.g. --lr 1e-4")
     if cfg.lr_schedule not in LR_SCHEDULES:
         raise BenchError(f"unknown lr schedule {cfg.lr_schedule!r}; choose one of {', '.join(LR_SCHEDULES)}")
     if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int) or cfg.seed < 0:
         raise BenchError(f"seed must be a whole number >= 0, got {cfg.seed!r}")
-    if cfg.max_size < 0 or cfg.chunk_size < 0:
-        raise BenchError("max_size and chunk_size must be >= 0 (0 means off)")
+    for name in ("max_size", "chunk_size"):
+        value = getattr(cfg, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise BenchError(f"{name} must be a whole number >= 0 (0 means off), got {value!r}")
     schedules.ratio_schedule(cfg.ratio_schedule)
     schedules.interval_profile(cfg.interval)
     model_spec(cfg.model)

@@ -107,3 +107,181 @@ def _siren(**kw: Any) -> nn.Module:
 def count_parameters(model: nn.Module) -> int:
     """Real degrees of freedom of the trainable parameters (a complex entry counts twice)."""
     return sum(p.numel() * (2 if p.is_complex() else 1) for p in model.parameters() if p.requires_grad)
+
+
+# --- other architectures (models.md §3-8); parameter counts are for the defaults, 2 inputs and 3 outputs ---------
+def _check_size(name: str, depth: int, width: int) -> None:
+    if depth < 1 or width < 1:
+        raise BenchError(f"{name} needs depth >= 1 and width >= 1, got depth={depth}, width={width}")
+
+
+def _relu_mlp(d_in: int, depth: int, width: int, d_out: int) -> nn.Sequential:
+    """`depth` ReLU layers of `width` units and a linear output, PyTorch's default initialisation."""
+    layers: list[nn.Module] = []
+    for i in range(depth):
+        layers += [nn.Linear(d_in if i == 0 else width, width), nn.ReLU()]
+    return nn.Sequential(*layers, nn.Linear(width, d_out))
+
+
+class FourierFeatureMLP(nn.Module):
+    """Random Fourier features [sin 2πxB, cos 2πxB], B ~ N(0, σ²) fixed (a buffer, not trained), + ReLU MLP."""
+
+    def __init__(self, depth: int = 2, width: int = 256, n_freqs: int = 128, sigma: float = 10.0,
+                 in_features: int = 2, out_features: int = 3):
+        super().__init__()
+        _check_size("ffn", depth, width)
+        if n_freqs < 1 or sigma <= 0:
+            raise BenchError(f"ffn needs n_freqs >= 1 and sigma > 0, got n_freqs={n_freqs}, sigma={sigma}")
+        self.register_buffer("B", torch.randn(in_features, n_freqs) * sigma)
+        self.mlp = _relu_mlp(2 * n_freqs, depth, width, out_features)
+
+    def forward(self, coords: torch.Tensor) -> torch.Tensor:
+        proj = 2.0 * math.pi * coords @ self.B
+        return self.mlp(torch.cat([torch.sin(proj), torch.cos(proj)], dim=-1))
+
+
+@register_model("ffn", lr=1e-3, depth=2, width=256, n_freqs=128, sigma=10.0)
+def _ffn(**kw: Any) -> nn.Module:
+    """FFN (INT): 128 random Fourier features, σ 10, + 2 ReLU layers × 256 + linear (132,355 params)."""
+    return FourierFeatureMLP(**kw)
+
+
+class GaborLayer(nn.Module):
+    """WIRE's complex Gabor wavelet exp(i·ω₀·z − |s₀·z|²) after a (real or complex) linear map.
+    ω₀ and s₀ are plain floats, so they are neither trained nor in the NTK's parameter dict."""
+
+    def __init__(self, d_in: int, d_out: int, omega0: float, s0: float, complex_weights: bool):
+        super().__init__()
+        self.omega0, self.s0 = omega0, s0
+        self.linear = nn.Linear(d_in, d_out, dtype=torch.cfloat if complex_weights else None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.linear(x)
+        sq = z.real.square() + z.imag.square() if z.is_complex() else z.square()  # |z|², smooth at 0
+        return torch.exp(1j * self.omega0 * z - (self.s0 * self.s0) * sq)
+
+
+class Wire(nn.Module):
+    """WIRE: `depth` Gabor layers of int(width/√2) units (the first one real, the rest complex) and a complex
+    linear output whose real part is the colour."""
+
+    def __init__(self, depth: int = 4, width: int = 256, omega0: float = 30.0, s0: float = 30.0,
+                 in_features: int = 2, out_features: int = 3):
+        super().__init__()
+        _check_size("wire", depth, width)
+        hidden = int(width / math.sqrt(2))
+        layers = [GaborLayer(in_features, hidden, omega0, s0, complex_weights=False)]
+        layers += [GaborLayer(hidden, hidden, omega0, s0, complex_weights=True) for _ in range(depth - 1)]
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Linear(hidden, out_features, dtype=torch.cfloat)
+
+    def forward(self, coords: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(coords)).real
+
+
+@register_model("wire", lr=5e-3, depth=4, width=256, omega0=30.0, s0=30.0)
+def _wire(**kw: Any) -> nn.Module:
+    """WIRE (EVOS variant): 4 complex Gabor layers × 181, ω₀ = s₀ = 30 (199,287 real degrees of freedom)."""
+    return Wire(**kw)
+
+
+class GaussLayer(nn.Module):
+    """exp(−(s·z)²) after a linear map (PyTorch's default initialisation)."""
+
+    def __init__(self, d_in: int, d_out: int, scale: float):
+        super().__init__()
+        self.scale = scale
+        self.linear = nn.Linear(d_in, d_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.exp(-(self.scale * self.linear(x)).square())
+
+
+class Gauss(nn.Module):
+    """`depth` Gaussian-activation layers of `width` units and a linear output."""
+
+    def __init__(self, depth: int = 4, width: int = 256, scale: float = 30.0, in_features: int = 2,
+                 out_features: int = 3):
+        super().__init__()
+        _check_size("gauss", depth, width)
+        layers = [GaussLayer(in_features if i == 0 else width, width, scale) for i in range(depth)]
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Linear(width, out_features)
+
+    def forward(self, coords: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(coords))
+
+
+@register_model("gauss", lr=5e-3, depth=4, width=256, scale=30.0)
+def _gauss(**kw: Any) -> nn.Module:
+    """GAUSS (EVOS): 4 layers exp(−(30·z)²) × 256 + linear (198,915 params)."""
+    return Gauss(**kw)
+
+
+class FinerLayer(SineLayer):
+    """sin(w0·(|z| + 1)·z): the scale is detached, so backward (training) and forward-mode (the NTK's JVP)
+    both hold it constant, as FINER's no-grad scale does in training."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.linear(x)
+        return torch.sin(self.w0 * (z.abs() + 1.0).detach() * z)
+
+
+class Finer(nn.Module):
+    """FINER: SIREN's layout and weight initialisation (EVOS: biases keep PyTorch's default)."""
+
+    def __init__(self, depth: int = 4, width: int = 256, w0: float = 30.0, w0_initial: float = 30.0,
+                 first_bias_scale: float | None = None, in_features: int = 2, out_features: int = 3):
+        super().__init__()
+        _check_size("finer", depth, width)
+        layers = [FinerLayer(in_features, width, w0_initial, True, "default")]
+        layers += [FinerLayer(width, width, w0, False, "default") for _ in range(depth - 1)]
+        if first_bias_scale is not None:
+            with torch.no_grad():
+                layers[0].linear.bias.uniform_(-first_bias_scale, first_bias_scale)
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Linear(width, out_features)
+        bound = math.sqrt(6.0 / width) / w0
+        with torch.no_grad():
+            self.head.weight.uniform_(-bound, bound)
+
+    def forward(self, coords: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(coords))
+
+
+@register_model("finer", lr=5e-4, depth=4, width=256, w0=30.0, w0_initial=30.0, first_bias_scale=None)
+def _finer(**kw: Any) -> nn.Module:
+    """FINER (EVOS): 4 layers sin(30·(|z|+1)·z) × 256 + linear, SIREN weight init (198,915 params)."""
+    return Finer(**kw)
+
+
+class PositionalEncodingMLP(nn.Module):
+    """NeRF-style encoding [x, sin(2^k x), cos(2^k x)] for k < n_freqs (no π, input included) + ReLU MLP."""
+
+    def __init__(self, depth: int = 4, width: int = 256, n_freqs: int = 10, in_features: int = 2,
+                 out_features: int = 3):
+        super().__init__()
+        _check_size("pemlp", depth, width)
+        if n_freqs < 0:
+            raise BenchError(f"pemlp needs n_freqs >= 0, got {n_freqs}")
+        self.register_buffer("freqs", 2.0 ** torch.arange(n_freqs, dtype=torch.float32), persistent=False)
+        self.mlp = _relu_mlp(in_features * (2 * n_freqs + 1), depth, width, out_features)
+
+    def forward(self, coords: torch.Tensor) -> torch.Tensor:
+        parts = [coords]
+        for f in self.freqs:
+            parts += [torch.sin(f * coords), torch.cos(f * coords)]
+        return self.mlp(torch.cat(parts, dim=-1))
+
+
+@register_model("pemlp", lr=1e-3, depth=4, width=256, n_freqs=10)
+def _pemlp(**kw: Any) -> nn.Module:
+    """PE-MLP (EVOS): 10-frequency positional encoding (42 dims) + 4 ReLU layers × 256 + linear (209,155)."""
+    return PositionalEncodingMLP(**kw)
+
+
+@register_model("relu-mlp", lr=1e-3, depth=4, width=256)
+def _relu(depth: int, width: int) -> nn.Module:
+    """ReLU MLP (INT): 4 ReLU layers × 256 + linear (198,915 params)."""
+    _check_size("relu-mlp", depth, width)
+    return _relu_mlp(2, depth, width, 3)

@@ -7,13 +7,21 @@
 Every file is written to a temporary name, fsynced and renamed, metrics first and the run row last: a run
 counts as finished only once its run row exists, so a killed job never looks finished and workers never write
 the same file. `pandas.read_parquet(root / "metrics")` reads all metrics; `load()` joins and checks.
+
+Temporary files are hidden (`.<pid>@<host>.<name>.<random>.tmp`), so no reader ever sees them. A process killed
+mid-write leaves one behind: opening the store deletes the temporary files whose writer is gone (same host,
+process no longer running) or that are older than STALE_TMP_SECONDS (any host); a live writer's file is kept.
+If the run row of a run cannot be written, its metrics file is removed again, so a failed write leaves no
+orphan; a kill between the two writes does leave one, which `Store.incomplete()` lists and a rerun redoes.
 """
 from __future__ import annotations
 
 import errno
 import json
 import os
+import socket
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +32,10 @@ import pyarrow.parquet as pq
 from .errors import BenchError
 
 SCHEMA_VERSION = 1
+STALE_TMP_SECONDS = 3600  # a temporary file this old is left over from a dead writer, whatever its host
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+_UMASK = os.umask(0o022)  # read once (os.umask can only be read by setting it), so files get the usual mode
+os.umask(_UMASK)
 FINISHED = ("ok", "diverged")  # outcomes a rerun would only repeat; "failed" runs are retried
 
 METRICS_SCHEMA = pa.schema([
@@ -89,24 +101,72 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_table(table: pa.Table, dest: Path) -> None:
-    """Write `table` to `dest` via a temporary file in the same folder, fsync, then rename over `dest`."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+def _host() -> str:
+    return "".join(c if c.isalnum() or c == "-" else "_" for c in socket.gethostname()) or "host"
+
+
+def _tmp_prefix(dest: Path) -> str:
+    return f".{os.getpid()}@{_host()}.{dest.name}."
+
+
+def _writer_gone(tmp: Path) -> bool:
+    """Is the process that wrote this temporary file gone? (Only knowable for this host's processes.)"""
+    tag = tmp.name[1:].split(".", 1)[0]
+    pid, _, host = tag.partition("@")
+    if host != _host() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False  # e.g. EPERM: it exists, owned by someone else
+    return False
+
+
+def remove_stale_temps(root: Path) -> list[Path]:
+    """Delete temporary files left by killed writers (see the module docstring); returns what was removed."""
+    removed = []
+    now = time.time()
+    for folder in (root, root / "metrics", root / "runs"):
+        for tmp in folder.glob(".*.tmp"):
+            try:
+                if _writer_gone(tmp) or now - tmp.stat().st_mtime > STALE_TMP_SECONDS:
+                    tmp.unlink()
+                    removed.append(tmp)
+            except FileNotFoundError:
+                pass  # its writer renamed or removed it meanwhile
+    return removed
+
+
+def _no_space(dest: Path) -> BenchError:
+    return BenchError(
+        f"no space left on the device while writing {dest}; free some space and rerun the same "
+        "command: finished runs are kept and this one is redone"
+    )
+
+
+def _atomic_write(dest: Path, write) -> None:
+    """`write(fh)` into a temporary file in dest's folder, fsync, then rename over `dest`."""
+    fd, tmp = tempfile.mkstemp(prefix=_tmp_prefix(dest), suffix=".tmp", dir=dest.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            pq.write_table(table, fh)
+            os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are as readable as any file written here
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, dest)
         _fsync_dir(dest.parent)
     except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-            raise BenchError(
-                f"no space left on the device while writing {dest}; free some space and rerun the same "
-                "command: finished runs are kept and this one is redone"
-            ) from None
+        if isinstance(exc, OSError) and exc.errno in NO_SPACE:
+            raise _no_space(dest) from None
         raise
+
+
+def atomic_write_table(table: pa.Table, dest: Path) -> None:
+    """Write `table` to `dest` via a temporary file in the same folder, fsync, then rename over `dest`."""
+    _atomic_write(dest, lambda fh: pq.write_table(table, fh))
 
 
 def _table(rows: pd.DataFrame | list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
@@ -127,17 +187,19 @@ class Store:
                 (self.root / sub).mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise BenchError(f"cannot create output directory {self.root}: {exc.strerror}; choose another --out") from None
-        if not os.access(self.root, os.W_OK) or not os.access(self.root / "runs", os.W_OK):
+        if not all(os.access(self.root / sub, os.W_OK) for sub in ("", "metrics", "runs")):
             raise BenchError(f"output directory {self.root} is not writable; choose another --out or fix its permissions")
         self._check_version()
+        remove_stale_temps(self.root)
 
     def _check_version(self) -> None:
         marker = self.root / "store.json"
         if marker.exists():
             try:
                 version = json.loads(marker.read_text()).get("schema_version")
-            except (OSError, ValueError):
-                version = None
+            except (OSError, ValueError, AttributeError):
+                raise BenchError(f"{marker} is unreadable or not a nint-bench store marker; use a new --out "
+                                 "directory") from None
             if version != SCHEMA_VERSION:
                 raise BenchError(
                     f"{self.root} holds results of schema version {version}, this nint-bench writes version "
@@ -146,15 +208,22 @@ class Store:
             return
         if any((self.root / "runs").iterdir()):
             raise BenchError(f"{self.root} holds runs but no store.json; it is not a nint-bench results directory")
-        tmp = marker.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"schema_version": SCHEMA_VERSION}) + "\n")
-        os.replace(tmp, marker)
+        blob = (json.dumps({"schema_version": SCHEMA_VERSION}) + "\n").encode()
+        try:
+            _atomic_write(marker, lambda fh: fh.write(blob))
+        except OSError as exc:
+            raise BenchError(f"cannot write {marker}: {exc.strerror}; choose another --out") from None
 
     # --- writing ----------------------------------------------------------------------------------------------
     def write_run(self, metrics: pd.DataFrame, run_row: dict[str, Any]) -> None:
         run_id = run_row["run_id"]
-        atomic_write_table(_table(metrics, METRICS_SCHEMA), self.root / "metrics" / f"{run_id}.parquet")
-        atomic_write_table(_table([run_row], RUNS_SCHEMA), self.root / "runs" / f"{run_id}.parquet")
+        metrics_file = self.root / "metrics" / f"{run_id}.parquet"
+        atomic_write_table(_table(metrics, METRICS_SCHEMA), metrics_file)
+        try:
+            atomic_write_table(_table([run_row], RUNS_SCHEMA), self.root / "runs" / f"{run_id}.parquet")
+        except BaseException:
+            metrics_file.unlink(missing_ok=True)  # no orphan: the run is simply not finished
+            raise
 
     def write_failure(self, run_row: dict[str, Any]) -> None:
         (self.root / "metrics" / f"{run_row['run_id']}.parquet").unlink(missing_ok=True)

@@ -88,8 +88,13 @@ def check_rgb(arr: np.ndarray, name: str, convert_rgb: bool) -> np.ndarray:
         raise BenchError(f"{name}: unsupported image shape {arr.shape}; expected height × width × 3 (RGB)")
     if not convert_rgb:
         raise BenchError(f"{name} is {kind}, not RGB; convert it to RGB or pass --convert-rgb to do it on load")
-    warnings.warn(f"{name}: {kind} image converted to RGB", stacklevel=2)
+    if name not in _CONVERTED:  # once per image, though it is read again for each run
+        _CONVERTED.add(name)
+        warnings.warn(f"{name}: {kind} image converted to RGB", stacklevel=2)
     return np.ascontiguousarray(fixed)
+
+
+_CONVERTED: set[str] = set()
 
 
 def to_float(arr: np.ndarray) -> np.ndarray:
@@ -217,6 +222,6 @@ def suite_images(name: str, data_dir: str | None = None) -> list[ImageRef]:
         return [ImageRef(p.stem, p) for p in files]
     if path.suffix.lower() in IMAGE_SUFFIXES:
         if not path.is_file():
-            raise BenchError(f"image not found: {path}")
+            raise BenchError(f"image not found: {path}; check the path (--suite takes a suite name, a folder or an image file)")
         return [ImageRef(path.stem, path)]
     raise BenchError(f"unknown suite {name!r}; choose from {', '.join(SUITES)}, or give a folder or image file")

@@ -16,6 +16,7 @@ import pkgutil
 from typing import Any
 
 from benchmark.errors import BenchError
+from benchmark.schedules import interval_profile
 
 STRATEGIES: dict[str, type] = {}
 _ALIASES: dict[str, tuple[str, dict[str, Any]]] = {}
@@ -59,11 +60,17 @@ def resolve(name: str, params: dict[str, Any] | None = None) -> tuple[type, dict
         cls = STRATEGIES[name]
     else:
         raise BenchError(f"unknown strategy {name!r}; choose from: {', '.join(list_strategies())}")
-    unknown = set(params) - set(cls.defaults)
+    if params.get("interval", "") is None:
+        del params["interval"]  # None means the run's profile, same as not given
+    if "interval" in params:
+        if not getattr(cls, "uses_profile", True):
+            raise BenchError(f"strategy {name!r} ignores the interval profile, so it takes no 'interval' parameter")
+        interval_profile(params["interval"])
+    unknown = set(params) - set(cls.defaults) - {"interval"}
     if unknown:
         raise BenchError(
             f"strategy {name!r} has no parameter(s) {', '.join(sorted(unknown))}; "
-            f"it takes: {', '.join(sorted(cls.defaults)) or 'none'}"
+            f"it takes: {', '.join(sorted([*cls.defaults, *(['interval'] if cls.uses_profile else [])])) or 'none'}"
         )
     full = {**cls.defaults, **params}
     if hasattr(cls, "validate"):

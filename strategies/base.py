@@ -6,6 +6,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from benchmark import schedules
 from benchmark.task import Task
 
 
@@ -38,6 +39,10 @@ class Strategy:
     `defaults` lists every tunable parameter with its default; unknown parameters are refused by the registry.
     On a step where the interval profile asks for no recompute, the previous batch is reused as is
     (same pixels, no full forward), as in INT and NINT.
+
+    Every strategy that uses the profile also takes an optional `interval` parameter (not in `defaults`, so
+    run ids and labels of runs without it are unchanged): it replaces the run's global profile for this
+    strategy only, e.g. `int[interval=incremental]` next to dense peers, as in EVOS's Table 1.
     """
 
     name: ClassVar[str] = ""
@@ -48,10 +53,18 @@ class Strategy:
         self.task = task
         self.params = {**self.defaults, **params}
         self._last: Batch | None = None
+        own = self.params.get("interval")
+        self._profile = schedules.interval_profile(own) if own is not None else None
+
+    def recompute(self, step: int) -> bool:
+        """The interval profile's answer at `step`: this strategy's own `interval` if given, else the run's."""
+        if self._profile is not None:
+            return self._profile(step, self.task.iters)
+        return self.task.recompute(step)
 
     # --- the step -------------------------------------------------------------------------------------------
     def select(self, step: int) -> Batch:
-        if not self.uses_profile or self._last is None or self.task.recompute(step):
+        if self._recompute_here(step):
             self._last = self.choose(step)
             return self._last
         return Batch(self._last.indices, self._last.weights, self._last.coords, self._last.targets)
@@ -75,4 +88,4 @@ class Strategy:
 
     # --- helpers --------------------------------------------------------------------------------------------
     def _recompute_here(self, step: int) -> bool:
-        return not self.uses_profile or self._last is None or self.task.recompute(step)
+        return not self.uses_profile or self._last is None or self.recompute(step)

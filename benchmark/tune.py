@@ -1,0 +1,550 @@
+"""Optuna search over the sampling ratio (and optionally xi, alpha, lam, lr) of one strategy on one suite.
+
+    python run_benchmark.py tune --suite kodak --data-dir DIR --strategy nint --search mt_ratio,xi \
+        --iters 2000 --n-trials 40 --out results/tune-kodak
+    optuna-dashboard results/tune-kodak/study.journal     # live view (pip install optuna-dashboard)
+    python run_benchmark.py report --results results/tune-kodak --study results/tune-kodak/study.journal
+
+A trial is one parameter set fitted to every image × seed. Its runs go through `runner.execute` into the
+Parquet store <out>/ like any benchmark run (the trial's run ids are in its user attrs, and in the study's
+user attrs as `trial_<n>`); the value is read back from their metrics, as the mean over runs of:
+  psnr-at-iters    PSNR at the final iteration (maximise)
+  psnr-at-seconds  PSNR of the model at --budget-seconds of training; a run shorter than that counts with its
+                   final PSNR and a warning (raise --iters) (maximise)
+  time-to-psnr     train-seconds to first reach --target-db (minimise). Penalty: a run that never reaches it
+                   counts as twice the train-seconds of a full --iters run (projected from its own pace if it
+                   stopped early), so missing the target is always worse than reaching it at the last step.
+A diverged run counts as 0 dB for the PSNR objectives. A run that fails (e.g. out of memory) fails its trial,
+and the study goes on with the next one.
+
+Search space (`--search mt_ratio,xi`, ranges overridable as `--search mt_ratio=0.05:0.5,lr`): see SPACE.
+xi, alpha and lam are strategy parameters, so the strategy must take them (nint does).
+
+Storage: <out>/study.journal, an Optuna journal file (JournalFileBackend), unless --storage. A journal, not
+SQLite, because it is an append-only log written one fsynced line per operation under a file lock: a SIGKILL
+loses at most the line being written (the reader drops a torn last line), and several processes, on this
+machine or on a shared NFS folder, can append at once; SQLite locks the whole file per write and is unsafe on
+network file systems. `--storage URL` takes any Optuna RDB URL (postgresql://…, mysql://…, sqlite:///…) for
+workers on several machines; there, heartbeats fail a dead worker's trial and re-queue it automatically.
+
+Resume: --n-trials is the total wanted (complete + pruned trials count): rerunning the same command runs only
+the missing ones. A trial left RUNNING by a killed process of this machine is marked failed and its parameters
+are queued again; runs it had finished are read back from the store instead of being fit again. A rerun with
+different settings (suite, iterations, search space, …) under the same study name is refused.
+
+Pruning (`--pruner median|hyperband|none`): every 100 iterations of each run, the fit loop's callback reports
+the PSNR to the trial at step = run index × iters + iteration (runs in a fixed image × seed order, so a step
+means the same image and iteration in every trial) and raises RunStopped when the pruner says so; the run is
+stored as "pruned" and the trial ends PRUNED. For time-to-psnr, −PSNR is reported (lower is better).
+
+Workers: `--devices cuda:0,cuda:1` starts one worker process per device on the same storage. On several
+machines, run the same command on each, with a shared --storage URL (or a journal on a shared file system) and
+a shared --out. Workers stop once the study holds --n-trials finished trials; trials already running then
+still finish, so the total can exceed it by up to (workers − 1).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import socket
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from .errors import BenchError
+
+OBJECTIVES = {"psnr-at-iters": "maximize", "psnr-at-seconds": "maximize", "time-to-psnr": "minimize"}
+PRUNERS = ("median", "hyperband", "none")
+PENALTY_FACTOR = 2.0  # time-to-psnr: a run that misses the target counts as this × a full run's train-seconds
+# name: (kind, low, high, log). xi/alpha/lam are strategy parameters, mt_ratio/lr run settings.
+SPACE: dict[str, tuple[str, float, float, bool]] = {
+    "mt_ratio": ("float", 0.05, 1.0, False),
+    "xi": ("float", 0.0, 1.0, False),
+    "alpha": ("int", 1, 50, True),
+    "lam": ("float", 0.0, 4.0, False),
+    "lr": ("float", 1e-5, 1e-2, True),
+}
+RUN_SETTINGS = ("mt_ratio", "lr")  # searched names that are RunConfig fields, not strategy parameters
+
+
+class RunFailed(Exception):
+    """A run of a trial failed (stored as "failed"): the trial fails, the study goes on."""
+
+
+class ArgParser(argparse.ArgumentParser):
+    """Usage errors as one BenchError line (the CLI prints it and exits with status 2)."""
+
+    def error(self, message: str):
+        raise BenchError(f"{message}; see --help")
+
+
+def csv_list(text: str | None) -> list[str]:
+    return [t.strip() for t in (text or "").split(",") if t.strip()]
+
+
+def parser() -> argparse.ArgumentParser:
+    p = ArgParser(prog="run_benchmark.py tune", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = p.add_argument_group("what to fit (as in the benchmark CLI)")
+    g.add_argument("--suite", default="builtin", help="builtin | kodak | div2k16 | a folder | an image file")
+    g.add_argument("--data-dir", help="local folder with the suite's images (kodak, div2k16)")
+    g.add_argument("--images", help="comma-separated image ids to keep")
+    g.add_argument("--max-images", type=int, default=0, help="keep only the first N images")
+    g.add_argument("--max-size", type=int, default=0, help="downscale so the longest side is at most this")
+    g.add_argument("--convert-rgb", action="store_true", help="convert grayscale/RGBA images to RGB")
+    g.add_argument("--strategy", default="nint", help="one strategy selector, e.g. nint or 'nint[lam=2]'")
+    g.add_argument("--iters", type=int, default=5000, help="training iterations per run")
+    g.add_argument("--seeds", default="0", help="comma-separated seeds; each trial fits every image × seed")
+    g.add_argument("--mt-ratio", type=float, default=0.2, help="sampling ratio when it is not searched")
+    g.add_argument("--lr", type=float, help="Adam lr when it is not searched (default: the model's)")
+    g.add_argument("--ratio-schedule", default="constant")
+    g.add_argument("--interval", default="dense")
+    g.add_argument("--lr-schedule", default="constant")
+    g.add_argument("--model", default="siren")
+    g.add_argument("--model-param", action="append", default=[], metavar="KEY=VALUE",
+                   help="model parameter, repeatable (e.g. depth=3)")
+    g.add_argument("--eval-every", type=int, default=100, help="SSIM/LPIPS period in iterations")
+    g.add_argument("--no-lpips", action="store_true", help="do not compute LPIPS")
+    g.add_argument("--lpips-weights", help="path of torchvision's alexnet-owt-7be5be79.pth (offline LPIPS)")
+    g.add_argument("--out", help="results directory for the runs and the journal (default results/tune-<suite>)")
+    g.add_argument("--devices", help="comma-separated devices, one worker each (default: cuda:0 if any, else cpu)")
+    s = p.add_argument_group("the study")
+    s.add_argument("--search", default="mt_ratio",
+                   help=f"comma-separated names from {', '.join(SPACE)}, each optionally =low:high")
+    s.add_argument("--objective", default="psnr-at-iters", choices=list(OBJECTIVES))
+    s.add_argument("--budget-seconds", type=float, help="train-seconds budget of psnr-at-seconds")
+    s.add_argument("--target-db", type=float, default=30.0, help="PSNR target of time-to-psnr")
+    s.add_argument("--n-trials", type=int, default=20, help="total finished trials wanted (resume counts them)")
+    s.add_argument("--pruner", default="median", choices=PRUNERS)
+    s.add_argument("--pruner-startup", type=int, default=5, help="trials before the pruner may prune")
+    s.add_argument("--storage", help="Optuna RDB URL, or a journal file path (default <out>/study.journal)")
+    s.add_argument("--study-name", help="default: tune-<strategy>-<objective>")
+    s.add_argument("--sampler-seed", type=int, help="seed of the TPE sampler (reproducible proposals)")
+    return p
+
+
+# --- set-up --------------------------------------------------------------------------------------------------
+def parse_search(text: str, strategy_defaults: dict[str, Any]) -> dict[str, tuple[str, float, float, bool]]:
+    """'mt_ratio=0.1:0.5,xi' -> {name: (kind, low, high, log)}, checked against SPACE and the strategy."""
+    space = {}
+    for item in csv_list(text):
+        name, _, rng = item.partition("=")
+        name = name.strip()
+        if name not in SPACE:
+            raise BenchError(f"--search: cannot search {name!r}; choose from {', '.join(SPACE)}")
+        if name not in RUN_SETTINGS and name not in strategy_defaults:
+            raise BenchError(f"--search {name}: the strategy has no parameter {name!r}; search mt_ratio or lr, "
+                             "or use a strategy that takes it (e.g. --strategy nint)")
+        kind, low, high, log = SPACE[name]
+        if rng:
+            try:
+                low, high = (float(v) for v in rng.split(":"))
+            except ValueError:
+                raise BenchError(f"--search {item!r}: write a range as name=low:high, e.g. mt_ratio=0.05:0.5") from None
+            if kind == "int":
+                low, high = int(low), int(high)
+            if not low < high:
+                raise BenchError(f"--search {item!r}: low must be below high, e.g. {name}=0.1:0.9")
+            if log and low <= 0:
+                raise BenchError(f"--search {item!r}: {name} is searched on a log scale, so low must be > 0")
+        space[name] = (kind, low, high, log)
+    if not space:
+        raise BenchError(f"--search {text!r} names nothing to search; e.g. --search mt_ratio,xi")
+    return space
+
+
+def suggest(trial, space: dict[str, tuple[str, float, float, bool]]) -> dict[str, Any]:
+    out = {}
+    for name, (kind, low, high, log) in space.items():
+        if kind == "int":
+            out[name] = trial.suggest_int(name, int(low), int(high), log=log)
+        else:
+            out[name] = trial.suggest_float(name, low, high, log=log)
+    return out
+
+
+def select_images(suite: str, data_dir: str | None, images: str | None, max_images: int) -> list:
+    """The suite's image refs, filtered by --images and --max-images as the benchmark CLI does."""
+    import datasets
+
+    refs = datasets.suite_images(suite, data_dir)
+    if images:
+        wanted = csv_list(images)
+        missing = sorted(set(wanted) - {r.id for r in refs})
+        if missing:
+            raise BenchError(f"suite {suite!r} has no image(s) {', '.join(missing)}; it has {', '.join(r.id for r in refs)}")
+        refs = [r for r in refs if r.id in wanted]
+    if max_images < 0:
+        raise BenchError(f"--max-images must be >= 0 (0 keeps every image), got {max_images}")
+    return refs[:max_images] if max_images else refs
+
+
+@dataclasses.dataclass
+class Plan:
+    """Everything a worker needs: the base jobs (one per image × seed) and the search."""
+
+    jobs: list
+    strategy: str
+    fixed: dict[str, Any]  # strategy parameters given in --strategy
+    space: dict[str, tuple[str, float, float, bool]]
+    objective: str
+    budget_seconds: float | None
+    target_db: float
+    out: str
+    lpips_mode: str
+    lpips_weights: str | None
+    settings: dict[str, Any]  # what a resumed study must share with the first command
+
+    def trial_jobs(self, values: dict[str, Any]) -> list:
+        """The jobs of one parameter set: the base jobs with the searched values put in."""
+        from strategies import resolve
+
+        from .runner import Job
+
+        strategy_values = {k: v for k, v in values.items() if k not in RUN_SETTINGS}
+        _, params = resolve(self.strategy, {**self.fixed, **strategy_values})
+        run_values = {k: v for k, v in values.items() if k in RUN_SETTINGS}
+        return [Job(dataclasses.replace(j.cfg, params=params, **run_values), j.ref, j.convert_rgb) for j in self.jobs]
+
+
+def make_plan(args: argparse.Namespace) -> Plan:
+    from strategies import resolve
+
+    from .models import build_model, model_spec
+    from .runner import build_jobs, parse_strategies, parse_value
+
+    if args.objective == "psnr-at-seconds" and not (args.budget_seconds and args.budget_seconds > 0):
+        raise BenchError("--objective psnr-at-seconds needs a positive --budget-seconds, e.g. --budget-seconds 20")
+    if args.n_trials < 1:
+        raise BenchError(f"--n-trials must be >= 1, got {args.n_trials}")
+    if args.pruner_startup < 0:
+        raise BenchError(f"--pruner-startup must be >= 0, got {args.pruner_startup}")
+    selected = parse_strategies(args.strategy)
+    if len(selected) != 1:
+        raise BenchError(f"--strategy {args.strategy!r} must name exactly one strategy variant, e.g. nint or 'nint[lam=2]'")
+    name, fixed = selected[0]
+    space = parse_search(args.search, resolve(name)[1])
+    try:
+        seeds = [int(s) for s in csv_list(args.seeds)]
+    except ValueError:
+        raise BenchError(f"--seeds must be comma-separated whole numbers, got {args.seeds!r}") from None
+    if not seeds:
+        raise BenchError(f"--seeds {args.seeds!r} names no seed; e.g. --seeds 0,1")
+    model_params = {}
+    for item in args.model_param:
+        if "=" not in item:
+            raise BenchError(f"--model-param {item!r} needs the form key=value, e.g. depth=3")
+        key, value = item.split("=", 1)
+        model_params[key.strip()] = parse_value(value)
+    build_model(args.model, model_params)  # unknown model or parameter: one line, before any image is read
+    refs = select_images(args.suite, args.data_dir, args.images, args.max_images)
+    suite = Path(args.suite).name if Path(args.suite).exists() else args.suite
+    lr = args.lr if args.lr is not None else model_spec(args.model).lr
+    jobs = build_jobs(refs, [(name, fixed)], seeds, convert_rgb=args.convert_rgb, suite=suite,
+                      mt_ratio=args.mt_ratio, ratio_schedule=args.ratio_schedule, interval=args.interval,
+                      model=args.model, model_params=model_params, iters=args.iters, lr=lr,
+                      lr_schedule=args.lr_schedule, eval_every=args.eval_every, lpips=not args.no_lpips,
+                      max_size=args.max_size)
+    out = args.out or f"results/tune-{suite}"
+    settings = {"suite": suite, "images": [r.id for r in refs], "strategy": args.strategy, "seeds": seeds,
+                "iters": args.iters, "max_size": args.max_size, "model": args.model, "model_params": model_params,
+                "mt_ratio": None if "mt_ratio" in space else args.mt_ratio, "lr": None if "lr" in space else lr,
+                "ratio_schedule": args.ratio_schedule, "interval": args.interval, "lr_schedule": args.lr_schedule,
+                "objective": args.objective, "budget_seconds": args.budget_seconds, "target_db": args.target_db,
+                "search": {k: list(v) for k, v in space.items()}}
+    return Plan(jobs, name, fixed, space, args.objective, args.budget_seconds, args.target_db, out,
+                "off" if args.no_lpips else "auto", args.lpips_weights, settings)
+
+
+# --- storage and study ---------------------------------------------------------------------------------------
+def open_storage(spec: str, create: bool = True):
+    """An Optuna storage: an RDB URL (with heartbeats, so dead workers' trials are retried) or a journal file."""
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    if "://" in spec:
+        try:
+            return optuna.storages.RDBStorage(
+                spec, heartbeat_interval=60, grace_period=180,
+                failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=3))
+        except (ImportError, ValueError, optuna.exceptions.OptunaError) as exc:
+            raise BenchError(f"cannot open storage {spec!r}: {exc}; check the URL (e.g. postgresql://user@host/db)") from None
+    path = Path(spec)
+    if not create and not path.is_file():
+        raise BenchError(f"no study journal at {path}; pass the file that tune wrote (<out>/study.journal) or an RDB URL")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(str(path)))
+    except OSError as exc:
+        raise BenchError(f"cannot open study journal {path}: {exc.strerror}; choose another --storage or --out") from None
+
+
+def make_pruner(name: str, startup: int = 5):
+    import optuna
+
+    from .fit import CALLBACK_EVERY
+
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=startup)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=CALLBACK_EVERY)
+    return optuna.pruners.NopPruner()
+
+
+def pruning_callback(trial, step_offset: int, sign: float = 1.0) -> Callable[[int, float], None]:
+    """fit's callback: report sign × PSNR at step_offset + iteration and stop the run if the pruner says so."""
+    from .fit import RunStopped
+
+    def callback(iteration: int, psnr: float) -> None:
+        trial.report(sign * psnr, step_offset + iteration)
+        if trial.should_prune():
+            raise RunStopped(f"pruned at iteration {iteration} (PSNR {psnr:.2f} dB)")
+
+    return callback
+
+
+def run_value(metrics, objective: str, iters: int, budget_seconds: float | None = None, target_db: float = 30.0) -> float:
+    """One run's contribution to its trial's value (penalties: see the module docstring)."""
+    from .analysis import first_reaching
+
+    metrics = metrics.sort_values("iteration")
+    if objective == "time-to-psnr":
+        seconds = first_reaching(metrics, target_db)["train_seconds"].iloc[0]
+        if math.isfinite(seconds):
+            return float(seconds)
+        last = metrics.iloc[-1]
+        pace = float(last["train_seconds"]) / max(int(last["iteration"]), 1)
+        return PENALTY_FACTOR * pace * iters
+    if objective == "psnr-at-seconds":
+        value = metrics.loc[metrics["train_seconds"] <= budget_seconds, "psnr"].iloc[-1]
+    else:
+        value = metrics["psnr"].iloc[-1]
+    return float(value) if math.isfinite(value) else 0.0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # e.g. EPERM: it exists
+    return True
+
+
+def recover_killed_trials(study) -> list[int]:
+    """Fail the RUNNING trials whose worker process (on this host) is gone and queue their parameters again."""
+    from optuna.trial import TrialState
+
+    host, retried = socket.gethostname(), []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        pid, _, worker_host = str(t.user_attrs.get("worker", "")).partition("@")
+        if worker_host != host or not pid.isdigit() or _alive(int(pid)):
+            continue  # another machine's, or still running
+        try:
+            study.tell(t.number, state=TrialState.FAIL)
+        except (RuntimeError, ValueError):
+            continue  # another process recovered it first
+        study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
+        retried.append(t.number)
+    return retried
+
+
+def finished_count(study) -> int:
+    from optuna.trial import TrialState
+
+    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+
+
+def load_study(plan: Plan, storage, name: str, pruner: str, startup: int, sampler_seed: int | None = None,
+               worker: int = 0):
+    """Create or attach to the study; a study created with other settings is refused."""
+    import optuna
+
+    study = optuna.create_study(storage=storage, study_name=name, direction=OBJECTIVES[plan.objective],
+                                load_if_exists=True, pruner=make_pruner(pruner, startup))
+    if study.direction.name.lower() != OBJECTIVES[plan.objective]:
+        raise BenchError(f"study {name!r} {study.direction.name.lower()}s, but --objective {plan.objective} "
+                         "needs the other direction; use another --study-name")
+    known = study.user_attrs.get("settings")
+    if known is None:
+        study.set_user_attr("settings", plan.settings)
+        study.set_user_attr("results_dir", str(Path(plan.out).resolve()))
+    elif known != json.loads(json.dumps(plan.settings)):
+        diff = sorted(k for k in set(known) | set(plan.settings) if known.get(k) != json.loads(json.dumps(plan.settings.get(k))))
+        raise BenchError(f"study {name!r} was started with other settings ({', '.join(diff)} differ); rerun with the "
+                         "same options to resume, or pass a new --study-name (or --out) for a new study")
+    if sampler_seed is not None:  # offset by the trials so far, so a resumed study does not repeat its proposals
+        sampler_seed += len(study.trials) + 7919 * worker
+    study.sampler = optuna.samplers.TPESampler(seed=sampler_seed)
+    return study
+
+
+# --- the objective -------------------------------------------------------------------------------------------
+def objective_fn(plan: Plan, device: str, study) -> Callable:
+    """The Optuna objective: fit (or read back) every run of the trial's parameters, return the mean value."""
+    import optuna
+
+    from .runner import execute
+    from .store import Store
+
+    sign = -1.0 if OBJECTIVES[plan.objective] == "minimize" else 1.0
+    store = Store(plan.out)
+
+    def objective(trial) -> float:
+        trial.set_user_attr("worker", f"{os.getpid()}@{socket.gethostname()}")
+        values = suggest(trial, plan.space)
+        jobs = plan.trial_jobs(values)
+        run_ids = [j.cfg.run_id for j in jobs]
+        trial.set_user_attr("run_ids", run_ids)
+        trial.set_user_attr("device", device)
+        study.set_user_attr(f"trial_{trial.number}", run_ids)
+        try:
+            runs = store.runs().set_index("run_id")
+            scores = []
+            for k, job in enumerate(jobs):
+                cfg = job.cfg
+                callback = pruning_callback(trial, k * cfg.iters, sign)
+                if cfg.run_id in runs.index and runs.loc[cfg.run_id, "status"] in ("ok", "diverged"):
+                    metrics = store.metrics({cfg.run_id})  # finished earlier (a retried or repeated trial)
+                    status = runs.loc[cfg.run_id, "status"]
+                    if not _replay(metrics, callback):
+                        raise optuna.TrialPruned()
+                else:
+                    row = execute(job, plan.out, device, plan.lpips_mode, plan.lpips_weights, callback=callback)
+                    status = row["status"]
+                    if status == "pruned":
+                        raise optuna.TrialPruned()
+                    if status == "failed":
+                        raise RunFailed(f"run {cfg.run_id} ({cfg.image}, seed {cfg.seed}) failed: {row['error'].split(' | ')[0]}")
+                    metrics = store.metrics({cfg.run_id})
+                if status == "diverged":
+                    print(f"trial {trial.number}: run {cfg.run_id} on {cfg.image} diverged; counted with a penalty",
+                          file=sys.stderr)
+                if plan.objective == "psnr-at-seconds" and metrics["train_seconds"].max() < plan.budget_seconds:
+                    print(f"trial {trial.number}: run {cfg.run_id} trained only {metrics['train_seconds'].max():.1f} s "
+                          f"< --budget-seconds {plan.budget_seconds:g}; its final PSNR counts (raise --iters)",
+                          file=sys.stderr)
+                scores.append(run_value(metrics, plan.objective, cfg.iters, plan.budget_seconds, plan.target_db))
+            return sum(scores) / len(scores)
+        except KeyboardInterrupt:
+            study.enqueue_trial(values, user_attrs={"retry_of": trial.number})  # rerun picks it up again
+            raise
+
+    return objective
+
+
+def _replay(metrics, callback) -> bool:
+    """Report a stored run's PSNR to the pruner as fit's callback would have; False if it prunes."""
+    from .fit import CALLBACK_EVERY, RunStopped
+
+    psnr = metrics.set_index("iteration")["psnr"]
+    last = int(psnr.index.max())
+    for t in range(CALLBACK_EVERY, last, CALLBACK_EVERY):
+        try:
+            callback(t, float(psnr.get(t, float("nan"))))
+        except RunStopped:
+            return False
+    return True
+
+
+def _warm_up() -> None:
+    """The first optimiser step of a process imports torch._dynamo (seconds) inside fit's timed region:
+    take it here, so a worker's first trial is timed like the others."""
+    import torch
+
+    p = torch.zeros(1, requires_grad=True)
+    p.grad = torch.zeros(1)
+    torch.optim.Adam([p]).step()
+
+
+def worker(args: argparse.Namespace, plan: Plan, device: str, index: int = 0) -> None:
+    """One worker: attach to the study and run trials on `device` until the study has --n-trials."""
+    import optuna
+    from optuna.trial import TrialState
+
+    storage = open_storage(args.storage or str(Path(plan.out) / "study.journal"))
+    study = load_study(plan, storage, study_name(args), args.pruner, args.pruner_startup, args.sampler_seed, index)
+    missing = args.n_trials - finished_count(study)
+    if missing <= 0:
+        return
+    _warm_up()
+    study.optimize(objective_fn(plan, device, study), n_trials=missing, catch=(RunFailed,), gc_after_trial=False,
+                   callbacks=[optuna.study.MaxTrialsCallback(args.n_trials, states=(TrialState.COMPLETE, TrialState.PRUNED))])
+
+
+def study_name(args: argparse.Namespace) -> str:
+    return args.study_name or f"tune-{args.strategy}-{args.objective}"
+
+
+def _devices(text: str | None) -> list[str]:
+    import torch
+
+    devices = csv_list(text) or (["cuda:0"] if torch.cuda.is_available() else ["cpu"])
+    for name in devices:
+        try:
+            dev = torch.device(name)
+        except RuntimeError:
+            raise BenchError(f"--devices: {name!r} is not a device name; write cpu or cuda:N, e.g. --devices cuda:0,cuda:1") from None
+        if dev.type == "cuda" and (dev.index or 0) >= torch.cuda.device_count():
+            raise BenchError(f"--devices: {name} is not available; this machine has {torch.cuda.device_count()} visible GPU(s)")
+    if len(set(devices)) != len(devices):
+        raise BenchError(f"--devices {text!r} names a device twice; one worker per device")
+    return devices
+
+
+def main(argv: list[str]) -> int:
+    import optuna
+
+    args = parser().parse_args(argv)
+    plan = make_plan(args)  # every input error surfaces here, once, before any worker starts
+    devices = _devices(args.devices)
+    storage_spec = args.storage or str(Path(plan.out) / "study.journal")
+    name = study_name(args)
+    study = load_study(plan, open_storage(storage_spec), name, args.pruner, args.pruner_startup)
+    retried = recover_killed_trials(study)
+    if retried:
+        print(f"trial(s) {', '.join(map(str, retried))} were left running by a killed process: marked failed, "
+              "their parameters queued again", file=sys.stderr)
+    done = finished_count(study)
+    if done >= args.n_trials:
+        print(f"study {name!r} already has {done} finished trials (--n-trials {args.n_trials}); nothing to run",
+              file=sys.stderr)
+    elif len(devices) == 1:
+        worker(args, plan, devices[0])
+    else:
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")  # CUDA needs fresh processes
+        procs = [ctx.Process(target=worker, args=(args, plan, dev, i), name=f"tune-{dev}") for i, dev in enumerate(devices)]
+        for proc in procs:
+            proc.start()
+        for proc in procs:
+            proc.join()
+        bad = [p.name for p in procs if p.exitcode != 0]
+        if bad:
+            print(f"worker(s) {', '.join(bad)} stopped with an error (see above); rerun the same command to resume",
+                  file=sys.stderr)
+    return report_best(optuna.load_study(study_name=name, storage=open_storage(storage_spec)), storage_spec, plan)
+
+
+def report_best(study, storage_spec: str, plan: Plan) -> int:
+    from optuna.trial import TrialState
+
+    counts = {s.name.lower(): len(study.get_trials(deepcopy=False, states=(s,)))
+              for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)}
+    print(f"study {study.study_name!r}: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
+    if not counts["complete"]:
+        print("no complete trial yet; rerun the same command to go on")
+        return 1
+    best = study.best_trial
+    unit = "s" if plan.objective == "time-to-psnr" else "dB"
+    print(f"best trial #{best.number}: {plan.objective} = {best.value:.4g} {unit}")
+    print("best params: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in best.params.items()))
+    print(f"its runs in {plan.out}: {', '.join(best.user_attrs.get('run_ids', []))}")
+    print(f"browse: optuna-dashboard {storage_spec}")
+    print(f"report: python run_benchmark.py report --results {plan.out} --study {storage_spec}")
+    return 0
