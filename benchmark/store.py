@@ -151,7 +151,10 @@ def _atomic_write(dest: Path, write) -> None:
     fd, tmp = tempfile.mkstemp(prefix=_tmp_prefix(dest), suffix=".tmp", dir=dest.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are as readable as any file written here
+            try:
+                os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are as readable as any file here
+            except OSError:
+                pass  # a filesystem without modes: keep what it gave
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())

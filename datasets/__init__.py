@@ -108,7 +108,8 @@ def to_uint8(arr: np.ndarray) -> np.ndarray:
 
 
 def resize_longest(img: np.ndarray, max_size: int) -> np.ndarray:
-    """Downscale (anti-aliased) so the longest side is at most `max_size`; 0 or a larger size: unchanged."""
+    """Downscale (anti-aliased) so the longest side is at most `max_size`; 0 or a larger size: unchanged.
+    The bit depth is kept (a 16-bit image stays 16-bit)."""
     h, w = img.shape[:2]
     if max_size <= 0 or max(h, w) <= max_size:
         return img
@@ -117,7 +118,7 @@ def resize_longest(img: np.ndarray, max_size: int) -> np.ndarray:
     scale = max_size / max(h, w)
     shape = (max(1, round(h * scale)), max(1, round(w * scale)), img.shape[2])
     out = resize(to_float(img), shape, anti_aliasing=True, preserve_range=True)
-    return np.round(np.clip(out, 0, 1) * 255.0).astype(np.uint8)
+    return np.round(np.clip(out, 0, 1) * float(np.iinfo(img.dtype).max)).astype(img.dtype)
 
 
 def pixels_sha256(img: np.ndarray) -> str:

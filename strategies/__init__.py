@@ -74,7 +74,11 @@ def resolve(name: str, params: dict[str, Any] | None = None) -> tuple[type, dict
         )
     full = {**cls.defaults, **params}
     if hasattr(cls, "validate"):
-        cls.validate(full)
+        try:
+            cls.validate(full)
+        except (TypeError, ValueError) as exc:
+            raise BenchError(f"strategy {name!r}: a parameter has the wrong type or value ({exc}); "
+                             f"write numbers as numbers, e.g. {name}[xi=0.5]") from None
     return cls, full
 
 

@@ -175,6 +175,10 @@ def test_sixteen_bit_rgb_is_accepted(tmp_path):
     cv2.imwrite(str(path), tiny_image(20, 20)[:, :, ::-1].astype(np.uint16) * 257)  # BGR; PIL cannot write 16-bit RGB
     loaded = datasets.load_image(path)
     assert loaded.dtype == np.uint16 and np.array_equal(loaded, tiny_image(20, 20).astype(np.uint16) * 257)
+    small = datasets.resize_longest(loaded, 16)  # what --max-size 16 gives the run: still 16 bits
+    eight = datasets.resize_longest(tiny_image(20, 20), 16)
+    assert small.dtype == np.uint16 and small.shape == (16, 16, 3)
+    assert np.abs(small.astype(np.int64) - eight.astype(np.int64) * 257).max() <= 257  # same picture
     assert run_benchmark.main(["--suite", str(path), "--strategies", "uniform", "--out", str(tmp_path / "r"),
                                *TINY]) == 0
     assert pd.read_parquet(tmp_path / "r" / "runs")["status"].tolist() == ["ok"]

@@ -151,3 +151,11 @@ def test_a_write_that_fails_removes_its_temp_file_and_leaves_no_orphan(tmp_path,
         run_jobs(jobs, root, ["cpu"], progress=False)
     assert not list(root.rglob("*.tmp")) and not list(root.rglob("*.parquet"))
     assert Store(root).incomplete() == []
+
+
+def test_store_files_get_the_umask_mode_not_mkstemps_0600(tmp_path):
+    root = tmp_path / "r"
+    run_jobs(tiny_jobs("uniform", seeds=(0,)), root, ["cpu"], progress=False)
+    files = [root / "store.json", *root.rglob("*.parquet")]
+    expected = 0o666 & ~store_mod._UMASK  # 0644 under the usual umask 022: others can read the results
+    assert len(files) == 3 and {f.stat().st_mode & 0o777 for f in files} == {expected}
