@@ -91,7 +91,7 @@ def test_invalid_arguments(capsys, tmp_path, args, expected):
 
 def test_strategy_parameter_of_the_wrong_type(capsys, tmp_path):
     msg = cli_error(capsys, *ONE_RUN, "--strategies", "nint[xi=abc]", "--out", str(tmp_path))
-    assert msg.startswith("error: --strategies 'nint[xi=abc]': a parameter value has the wrong type (")
+    assert msg.startswith("error: strategy 'nint': a parameter has the wrong type or value (") and "nint[xi=0.5]" in msg
     assert msg.endswith("); write numbers as numbers, e.g. nint[xi=0.5]")
 
 
