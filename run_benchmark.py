@@ -5,6 +5,8 @@
     python run_benchmark.py --suite kodak --strategies nint,int,uniform,standard --iters 5000 \
         --mt-ratio 0.2 --seeds 0,1 --out results/kodak
     python run_benchmark.py --list-strategies | --list-suites
+    python run_benchmark.py tune ...     # Optuna study (see benchmark/tune.py)
+    python run_benchmark.py report ...   # tables and figures from a results directory
 """
 from __future__ import annotations
 

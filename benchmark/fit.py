@@ -118,6 +118,11 @@ def fit(cfg: RunConfig, image: np.ndarray, device: torch.device | str = "cpu", l
             if lpips_metric is not None and can_lpips:
                 lpips_hist[t] = lpips_metric(img, target_img)
 
+    # The first Adam step of a process imports part of torch's compiler stack (seconds on a CPU): do one
+    # throw-away step on a dummy tensor so that one-off cost never lands in a run's train-seconds.
+    dummy = torch.zeros(1, device=device, requires_grad=True)
+    dummy.sum().backward()
+    torch.optim.Adam([dummy]).step()
     timer = StepTimer(device)
     status, diverged_at, done = "ok", None, T
 

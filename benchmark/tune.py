@@ -14,11 +14,13 @@ user attrs as `trial_<n>`); the value is read back from their metrics, as the me
   time-to-psnr     train-seconds to first reach --target-db (minimise). Penalty: a run that never reaches it
                    counts as twice the train-seconds of a full --iters run (projected from its own pace if it
                    stopped early), so missing the target is always worse than reaching it at the last step.
-A diverged run counts as 0 dB for the PSNR objectives. A run that fails (e.g. out of memory) fails its trial,
-and the study goes on with the next one.
+A diverged run counts as 0 dB for the PSNR objectives (with a pruner, its NaN PSNR usually prunes the trial
+first). A run that fails (e.g. out of memory) fails its trial, which does not count towards --n-trials, and the
+study goes on with the next one.
 
-Search space (`--search mt_ratio,xi`, ranges overridable as `--search mt_ratio=0.05:0.5,lr`): see SPACE.
-xi, alpha and lam are strategy parameters, so the strategy must take them (nint does).
+Search space (`--search mt_ratio,xi`; ranges overridable as `--search mt_ratio=0.05:0.5,lr`): mt_ratio
+0.05–1, xi 0–1, lam 0–4 (on a 0.001 grid), alpha 1–50 (integer, log), lr 1e-5–1e-2 (log). xi, alpha and lam are
+strategy parameters, so the strategy must take them (nint does).
 
 Storage: <out>/study.journal, an Optuna journal file (JournalFileBackend), unless --storage. A journal, not
 SQLite, because it is an append-only log written one fsynced line per operation under a file lock: a SIGKILL
@@ -29,7 +31,8 @@ workers on several machines; there, heartbeats fail a dead worker's trial and re
 
 Resume: --n-trials is the total wanted (complete + pruned trials count): rerunning the same command runs only
 the missing ones. A trial left RUNNING by a killed process of this machine is marked failed and its parameters
-are queued again; runs it had finished are read back from the store instead of being fit again. A rerun with
+are queued again (one killed before it recorded its process: once it is UNCLAIMED_SECONDS old); runs it had
+finished are read back from the store instead of being fit again. A rerun with
 different settings (suite, iterations, search space, …) under the same study name is refused.
 
 Pruning (`--pruner median|hyperband|none`): every 100 iterations of each run, the fit loop's callback reports
@@ -40,7 +43,9 @@ stored as "pruned" and the trial ends PRUNED. For time-to-psnr, −PSNR is repor
 Workers: `--devices cuda:0,cuda:1` starts one worker process per device on the same storage. On several
 machines, run the same command on each, with a shared --storage URL (or a journal on a shared file system) and
 a shared --out. Workers stop once the study holds --n-trials finished trials; trials already running then
-still finish, so the total can exceed it by up to (workers − 1).
+still finish, so the total can exceed it by up to (workers − 1). Each worker takes one throw-away optimiser
+step first: torch imports its compiler on a process's first step, which would otherwise add seconds to the
+train-seconds of its first run.
 """
 from __future__ import annotations
 
@@ -51,6 +56,7 @@ import math
 import os
 import socket
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -59,7 +65,9 @@ from .errors import BenchError
 OBJECTIVES = {"psnr-at-iters": "maximize", "psnr-at-seconds": "maximize", "time-to-psnr": "minimize"}
 PRUNERS = ("median", "hyperband", "none")
 PENALTY_FACTOR = 2.0  # time-to-psnr: a run that misses the target counts as this × a full run's train-seconds
-# name: (kind, low, high, log). xi/alpha/lam are strategy parameters, mt_ratio/lr run settings.
+# name: (kind, low, high, log). xi/alpha/lam are strategy parameters, mt_ratio/lr run settings. Linear floats
+# are drawn on a FLOAT_STEP grid, so run labels stay short (nint[xi=0.545]) and a repeated value reuses its runs.
+FLOAT_STEP = 0.001
 SPACE: dict[str, tuple[str, float, float, bool]] = {
     "mt_ratio": ("float", 0.05, 1.0, False),
     "xi": ("float", 0.0, 1.0, False),
@@ -68,6 +76,7 @@ SPACE: dict[str, tuple[str, float, float, bool]] = {
     "lr": ("float", 1e-5, 1e-2, True),
 }
 RUN_SETTINGS = ("mt_ratio", "lr")  # searched names that are RunConfig fields, not strategy parameters
+UNCLAIMED_SECONDS = 60  # see recover_killed_trials
 
 
 class RunFailed(Exception):
@@ -160,8 +169,10 @@ def suggest(trial, space: dict[str, tuple[str, float, float, bool]]) -> dict[str
     for name, (kind, low, high, log) in space.items():
         if kind == "int":
             out[name] = trial.suggest_int(name, int(low), int(high), log=log)
+        elif log:
+            out[name] = trial.suggest_float(name, low, high, log=True)
         else:
-            out[name] = trial.suggest_float(name, low, high, log=log)
+            out[name] = round(trial.suggest_float(name, low, high, step=FLOAT_STEP), 6)  # no 0.30000000000000004
     return out
 
 
@@ -266,12 +277,16 @@ def open_storage(spec: str, create: bool = True):
     from optuna.storages.journal import JournalFileBackend
 
     if "://" in spec:
+        retry = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None)  # optuna >= 4.9
         try:
-            return optuna.storages.RDBStorage(
-                spec, heartbeat_interval=60, grace_period=180,
-                failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=3))
-        except (ImportError, ValueError, optuna.exceptions.OptunaError) as exc:
-            raise BenchError(f"cannot open storage {spec!r}: {exc}; check the URL (e.g. postgresql://user@host/db)") from None
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats are "experimental"
+                on_stale = ({"heartbeat_stale_trial_callback": retry(max_retry=3)} if retry else
+                            {"failed_trial_callback": optuna.storages.RetryFailedTrialCallback(max_retry=3)})
+                return optuna.storages.RDBStorage(spec, heartbeat_interval=60, grace_period=180, **on_stale)
+        except Exception as exc:  # noqa: BLE001 - driver missing, bad URL, server down: one line, whatever the cause
+            raise BenchError(f"cannot open storage {spec!r}: {str(exc).splitlines()[0]}; check the URL "
+                             "(e.g. postgresql://user@host/db)") from None
     path = Path(spec)
     if not create and not path.is_file():
         raise BenchError(f"no study journal at {path}; pass the file that tune wrote (<out>/study.journal) or an RDB URL")
@@ -336,14 +351,24 @@ def _alive(pid: int) -> bool:
 
 
 def recover_killed_trials(study) -> list[int]:
-    """Fail the RUNNING trials whose worker process (on this host) is gone and queue their parameters again."""
+    """Fail the RUNNING trials whose worker process (on this host) is gone and queue their parameters again.
+
+    A trial records its worker first thing; one without that record and older than UNCLAIMED_SECONDS was
+    killed before its objective began (any host)."""
+    import datetime as dt
+
     from optuna.trial import TrialState
 
-    host, retried = socket.gethostname(), []
+    host, retried, now = socket.gethostname(), [], dt.datetime.now()
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        pid, _, worker_host = str(t.user_attrs.get("worker", "")).partition("@")
-        if worker_host != host or not pid.isdigit() or _alive(int(pid)):
-            continue  # another machine's, or still running
+        worker = t.user_attrs.get("worker")
+        if worker is None:
+            if t.datetime_start is None or (now - t.datetime_start).total_seconds() < UNCLAIMED_SECONDS:
+                continue  # maybe a worker that is starting this trial right now
+        else:
+            pid, _, worker_host = str(worker).partition("@")
+            if worker_host != host or not pid.isdigit() or _alive(int(pid)):
+                continue  # another machine's, or still running
         try:
             study.tell(t.number, state=TrialState.FAIL)
         except (RuntimeError, ValueError):
@@ -369,12 +394,12 @@ def load_study(plan: Plan, storage, name: str, pruner: str, startup: int, sample
     if study.direction.name.lower() != OBJECTIVES[plan.objective]:
         raise BenchError(f"study {name!r} {study.direction.name.lower()}s, but --objective {plan.objective} "
                          "needs the other direction; use another --study-name")
-    known = study.user_attrs.get("settings")
+    known, mine = study.user_attrs.get("settings"), json.loads(json.dumps(plan.settings))  # as stored: lists, not tuples
     if known is None:
-        study.set_user_attr("settings", plan.settings)
+        study.set_user_attr("settings", mine)
         study.set_user_attr("results_dir", str(Path(plan.out).resolve()))
-    elif known != json.loads(json.dumps(plan.settings)):
-        diff = sorted(k for k in set(known) | set(plan.settings) if known.get(k) != json.loads(json.dumps(plan.settings.get(k))))
+    elif known != mine:
+        diff = sorted(k for k in set(known) | set(mine) if known.get(k) != mine.get(k))
         raise BenchError(f"study {name!r} was started with other settings ({', '.join(diff)} differ); rerun with the "
                          "same options to resume, or pass a new --study-name (or --out) for a new study")
     if sampler_seed is not None:  # offset by the trials so far, so a resumed study does not repeat its proposals
@@ -389,7 +414,7 @@ def objective_fn(plan: Plan, device: str, study) -> Callable:
     import optuna
 
     from .runner import execute
-    from .store import Store
+    from .store import FINISHED, Store
 
     sign = -1.0 if OBJECTIVES[plan.objective] == "minimize" else 1.0
     store = Store(plan.out)
@@ -403,14 +428,13 @@ def objective_fn(plan: Plan, device: str, study) -> Callable:
         trial.set_user_attr("device", device)
         study.set_user_attr(f"trial_{trial.number}", run_ids)
         try:
-            runs = store.runs().set_index("run_id")
             scores = []
             for k, job in enumerate(jobs):
                 cfg = job.cfg
                 callback = pruning_callback(trial, k * cfg.iters, sign)
-                if cfg.run_id in runs.index and runs.loc[cfg.run_id, "status"] in ("ok", "diverged"):
+                status = _stored_status(store, cfg.run_id)
+                if status in FINISHED:
                     metrics = store.metrics({cfg.run_id})  # finished earlier (a retried or repeated trial)
-                    status = runs.loc[cfg.run_id, "status"]
                     if not _replay(metrics, callback):
                         raise optuna.TrialPruned()
                 else:
@@ -419,7 +443,8 @@ def objective_fn(plan: Plan, device: str, study) -> Callable:
                     if status == "pruned":
                         raise optuna.TrialPruned()
                     if status == "failed":
-                        raise RunFailed(f"run {cfg.run_id} ({cfg.image}, seed {cfg.seed}) failed: {row['error'].split(' | ')[0]}")
+                        error = row["error"].split(" | ")[0]
+                        raise RunFailed(f"run {cfg.run_id} ({cfg.image}, seed {cfg.seed}) failed: {error}")
                     metrics = store.metrics({cfg.run_id})
                 if status == "diverged":
                     print(f"trial {trial.number}: run {cfg.run_id} on {cfg.image} diverged; counted with a penalty",
@@ -435,6 +460,14 @@ def objective_fn(plan: Plan, device: str, study) -> Callable:
             raise
 
     return objective
+
+
+def _stored_status(store, run_id: str) -> str | None:
+    """The stored status of one run (reads its one-row file, not the whole store), or None."""
+    import pandas as pd
+
+    row = store.root / "runs" / f"{run_id}.parquet"
+    return str(pd.read_parquet(row, columns=["status"])["status"].iloc[0]) if row.is_file() else None
 
 
 def _replay(metrics, callback) -> bool:
@@ -461,19 +494,20 @@ def _warm_up() -> None:
     torch.optim.Adam([p]).step()
 
 
-def worker(args: argparse.Namespace, plan: Plan, device: str, index: int = 0) -> None:
-    """One worker: attach to the study and run trials on `device` until the study has --n-trials."""
+def worker(args: argparse.Namespace, plan: Plan, device: str, index: int = 0, study=None) -> None:
+    """One worker: attach to the study (in a new process) and run trials on `device` until it has --n-trials."""
     import optuna
     from optuna.trial import TrialState
 
-    storage = open_storage(args.storage or str(Path(plan.out) / "study.journal"))
-    study = load_study(plan, storage, study_name(args), args.pruner, args.pruner_startup, args.sampler_seed, index)
+    if study is None:
+        storage = open_storage(args.storage or str(Path(plan.out) / "study.journal"))
+        study = load_study(plan, storage, study_name(args), args.pruner, args.pruner_startup, args.sampler_seed, index)
     missing = args.n_trials - finished_count(study)
     if missing <= 0:
         return
     _warm_up()
-    study.optimize(objective_fn(plan, device, study), n_trials=missing, catch=(RunFailed,), gc_after_trial=False,
-                   callbacks=[optuna.study.MaxTrialsCallback(args.n_trials, states=(TrialState.COMPLETE, TrialState.PRUNED))])
+    enough = optuna.study.MaxTrialsCallback(args.n_trials, states=(TrialState.COMPLETE, TrialState.PRUNED))
+    study.optimize(objective_fn(plan, device, study), n_trials=missing, catch=(RunFailed,), callbacks=[enough])
 
 
 def study_name(args: argparse.Namespace) -> str:
@@ -488,9 +522,11 @@ def _devices(text: str | None) -> list[str]:
         try:
             dev = torch.device(name)
         except RuntimeError:
-            raise BenchError(f"--devices: {name!r} is not a device name; write cpu or cuda:N, e.g. --devices cuda:0,cuda:1") from None
+            raise BenchError(f"--devices: {name!r} is not a device name; write cpu or cuda:N, "
+                             "e.g. --devices cuda:0,cuda:1") from None
         if dev.type == "cuda" and (dev.index or 0) >= torch.cuda.device_count():
-            raise BenchError(f"--devices: {name} is not available; this machine has {torch.cuda.device_count()} visible GPU(s)")
+            raise BenchError(f"--devices: {name} is not available; this machine has "
+                             f"{torch.cuda.device_count()} visible GPU(s)")
     if len(set(devices)) != len(devices):
         raise BenchError(f"--devices {text!r} names a device twice; one worker per device")
     return devices
@@ -504,7 +540,7 @@ def main(argv: list[str]) -> int:
     devices = _devices(args.devices)
     storage_spec = args.storage or str(Path(plan.out) / "study.journal")
     name = study_name(args)
-    study = load_study(plan, open_storage(storage_spec), name, args.pruner, args.pruner_startup)
+    study = load_study(plan, open_storage(storage_spec), name, args.pruner, args.pruner_startup, args.sampler_seed)
     retried = recover_killed_trials(study)
     if retried:
         print(f"trial(s) {', '.join(map(str, retried))} were left running by a killed process: marked failed, "
@@ -514,7 +550,7 @@ def main(argv: list[str]) -> int:
         print(f"study {name!r} already has {done} finished trials (--n-trials {args.n_trials}); nothing to run",
               file=sys.stderr)
     elif len(devices) == 1:
-        worker(args, plan, devices[0])
+        worker(args, plan, devices[0], study=study)
     else:
         import multiprocessing
 
@@ -543,7 +579,8 @@ def report_best(study, storage_spec: str, plan: Plan) -> int:
     best = study.best_trial
     unit = "s" if plan.objective == "time-to-psnr" else "dB"
     print(f"best trial #{best.number}: {plan.objective} = {best.value:.4g} {unit}")
-    print("best params: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in best.params.items()))
+    print("best params: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                      for k, v in best.params.items()))
     print(f"its runs in {plan.out}: {', '.join(best.user_attrs.get('run_ids', []))}")
     print(f"browse: optuna-dashboard {storage_spec}")
     print(f"report: python run_benchmark.py report --results {plan.out} --study {storage_spec}")

@@ -1,0 +1,182 @@
+"""The Optuna study: resume after a real SIGKILL, pruning, objective values and penalties, bad input."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+from optuna.trial import TrialState
+
+from benchmark import tune
+from benchmark.errors import BenchError
+from benchmark.fit import RunStopped
+from benchmark.store import Store
+from conftest import ROOT
+
+TINY = ["--suite", "builtin", "--images", "astronaut", "--max-size", "16", "--model-param", "depth=2",
+        "--model-param", "width=32", "--strategy", "uniform", "--no-lpips"]
+
+
+def _trials(journal):
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
+    names = optuna.get_all_study_names(storage)
+    return optuna.load_study(study_name=names[0], storage=storage).trials if names else []
+
+
+def _complete(trials):
+    return [t for t in trials if t.state == TrialState.COMPLETE]
+
+
+def test_killed_study_resumes_to_the_total_without_duplicates(tmp_path):
+    out = tmp_path / "tune"
+    cmd = [sys.executable, "run_benchmark.py", "tune", *TINY, "--iters", "1500", "--pruner", "none",
+           "--n-trials", "4", "--out", str(out)]
+    journal = out / "study.journal"
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and proc.poll() is None:  # 2 trials done and the third under way
+            trials = _trials(journal) if journal.exists() else []
+            if len(_complete(trials)) >= 2 and any(t.state == TrialState.RUNNING and "run_ids" in t.user_attrs
+                                                   for t in trials):
+                break
+            time.sleep(0.05)
+        time.sleep(0.1)
+        assert proc.poll() is None, f"tune ended before it could be killed: {proc.stderr.read()[-2000:]}"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()  # reaped, so its pid is gone
+    before = _trials(journal)
+    assert 2 <= len(_complete(before)) < 4
+
+    rerun = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    after = _trials(journal)
+    complete = _complete(after)
+    assert len(complete) == 4  # the total asked for, not 4 more
+    assert [t.number for t in complete[:len(_complete(before))]] == [t.number for t in _complete(before)]
+    assert len({tuple(sorted(t.params.items())) for t in complete}) == 4  # no parameter set twice
+    assert not [t for t in after if t.state == TrialState.RUNNING]
+    killed = [t for t in after if t.state == TrialState.FAIL]
+    assert len(killed) == 1  # the trial under way: failed on resume and its parameters tried again
+    assert any(r.user_attrs.get("retry_of") == killed[0].number and r.params == killed[0].params for r in complete)
+    assert "left running by a killed process" in rerun.stderr
+    run_ids = [r for t in complete for r in t.user_attrs["run_ids"]]
+    assert len(run_ids) == len(set(run_ids)) == 4
+    runs = Store(out).runs()
+    assert sorted(runs["run_id"]) == sorted(run_ids) and (runs["status"] == "ok").all()
+    assert f"best trial #" in rerun.stdout and "optuna-dashboard" in rerun.stdout
+
+
+def test_recovery_fails_only_trials_of_dead_workers(monkeypatch):
+    import socket
+
+    study = optuna.create_study()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a pid that is gone
+    killed, alive, unclaimed = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)}), study.ask(), study.ask()
+    killed.set_user_attr("worker", f"{dead.pid}@{socket.gethostname()}")
+    alive.set_user_attr("worker", f"{os.getpid()}@{socket.gethostname()}")
+    assert tune.recover_killed_trials(study) == [killed.number]  # the unclaimed one is too young to judge
+    states = {t.number: t.state for t in study.trials}
+    assert states[killed.number] == TrialState.FAIL and states[alive.number] == TrialState.RUNNING
+    waiting = [t for t in study.trials if t.state == TrialState.WAITING]
+    assert len(waiting) == 1 and waiting[0].system_attrs["fixed_params"] == killed.params
+    assert waiting[0].user_attrs["retry_of"] == killed.number
+    monkeypatch.setattr(tune, "UNCLAIMED_SECONDS", -1.0)
+    assert tune.recover_killed_trials(study) == [unclaimed.number]
+
+
+def _study_with(values_per_trial, direction="maximize", startup=2):
+    study = optuna.create_study(direction=direction, pruner=optuna.pruners.MedianPruner(n_startup_trials=startup))
+    dist = {"mt_ratio": optuna.distributions.FloatDistribution(0.05, 1.0)}
+    for i, curve in enumerate(values_per_trial):
+        study.add_trial(optuna.trial.create_trial(params={"mt_ratio": 0.1 + 0.1 * i}, distributions=dist,
+                                                  value=curve[max(curve)], intermediate_values=curve))
+    return study
+
+
+def test_pruning_callback_stops_a_clearly_worse_run():
+    study = _study_with([{100: 30.0, 200: 33.0}, {100: 29.0, 200: 32.0}])
+    good = tune.pruning_callback(study.ask(), step_offset=0)
+    good(100, 31.0)
+    good(200, 34.0)  # better than the median: goes on
+    bad = tune.pruning_callback(study.ask(), step_offset=0)
+    with pytest.raises(RunStopped):
+        bad(100, 12.0)
+
+
+def test_pruning_for_a_minimised_objective_reports_minus_psnr():
+    # time-to-psnr minimises, so −PSNR is reported: a low PSNR is a high (bad) intermediate value
+    study = _study_with([{100: -30.0}, {100: -29.0}], direction="minimize")
+    tune.pruning_callback(study.ask(), 0, sign=-1.0)(100, 31.0)
+    with pytest.raises(RunStopped):
+        tune.pruning_callback(study.ask(), 0, sign=-1.0)(100, 12.0)
+
+
+def test_a_pruned_trial_stores_its_run_as_pruned(tmp_path):
+    args = tune.parser().parse_args([*TINY, "--iters", "300", "--out", str(tmp_path / "res")])
+    plan = tune.make_plan(args)
+    study = _study_with([{100: 99.0, 400: 99.0}], startup=1)  # an earlier trial far above anything reachable
+    study.optimize(tune.objective_fn(plan, "cpu", study), n_trials=1)
+    trial = study.trials[-1]
+    assert trial.state == TrialState.PRUNED and list(trial.intermediate_values) == [100]
+    runs = Store(plan.out).runs()
+    assert list(runs["status"]) == ["pruned"] and runs["run_id"].iloc[0] == trial.user_attrs["run_ids"][0]
+    assert study.user_attrs[f"trial_{trial.number}"] == trial.user_attrs["run_ids"]
+
+
+def test_objective_values_and_penalties():
+    t = np.arange(11)
+    m = pd.DataFrame({"run_id": "r", "iteration": t, "train_seconds": t * 0.5, "psnr": 20.0 + t})
+    assert tune.run_value(m, "psnr-at-iters", 10) == 30.0
+    assert tune.run_value(m, "psnr-at-seconds", 10, budget_seconds=2.0) == 24.0  # 4 iterations fit in 2 s
+    assert tune.run_value(m, "time-to-psnr", 10, target_db=25.0) == 2.5
+    assert tune.run_value(m, "time-to-psnr", 10, target_db=35.0) == 2.0 * 5.0  # never: twice a full run
+    stopped = m[m["iteration"] <= 4]  # e.g. diverged at 4: the penalty projects its pace to all 10 iterations
+    assert tune.run_value(stopped, "time-to-psnr", 10, target_db=35.0) == 2.0 * 5.0
+    diverged = m.assign(psnr=np.where(t >= 6, np.nan, m["psnr"]))
+    assert tune.run_value(diverged, "psnr-at-iters", 10) == 0.0
+
+
+def test_resuming_with_other_settings_is_refused(tmp_path):
+    storage = optuna.storages.InMemoryStorage()
+    base = [*TINY, "--iters", "300", "--out", str(tmp_path)]
+    tune.load_study(tune.make_plan(tune.parser().parse_args(base)), storage, "s", "none", 0)
+    tune.load_study(tune.make_plan(tune.parser().parse_args(base)), storage, "s", "none", 0)  # same: fine
+    changed = tune.make_plan(tune.parser().parse_args([*base, "--max-size", "12"]))
+    with pytest.raises(BenchError, match="other settings.*max_size"):
+        tune.load_study(changed, storage, "s", "none", 0)
+
+
+def test_an_rdb_url_is_a_storage_too(tmp_path):
+    storage = tune.open_storage(f"sqlite:///{tmp_path / 'study.db'}")
+    plan = tune.make_plan(tune.parser().parse_args([*TINY, "--iters", "300", "--out", str(tmp_path)]))
+    study = tune.load_study(plan, storage, "s", "median", 5)
+    assert isinstance(storage, optuna.storages.RDBStorage) and study.user_attrs["settings"]["iters"] == 300
+    with pytest.raises(BenchError, match="cannot open storage"):
+        tune.open_storage("nosuchdriver://x/y")
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--search", "depth"], "cannot search 'depth'"),
+    (["--strategy", "uniform", "--search", "xi"], "has no parameter 'xi'"),
+    (["--search", "mt_ratio=0.5:0.1"], "low must be below high"),
+    (["--search", "lr=0:0.1"], "log scale"),
+    (["--objective", "psnr-at-seconds"], "needs a positive --budget-seconds"),
+    (["--objective", "fastest"], "invalid choice"),
+    (["--strategy", "nint[xi=0.5|0.7]"], "exactly one strategy"),
+    (["--n-trials", "0"], "--n-trials must be >= 1"),
+    (["--devices", "cuda:7"], "not available"),
+])
+def test_bad_input_is_one_line(tmp_path, extra, message):
+    with pytest.raises(BenchError, match=message) as err:
+        tune.main(["--suite", "builtin", "--images", "astronaut", "--max-size", "8", "--out", str(tmp_path), *extra])
+    assert "\n" not in str(err.value)
