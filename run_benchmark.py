@@ -69,17 +69,6 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def _csv(text: str | None) -> list[str]:
-    return [t.strip() for t in (text or "").split(",") if t.strip()]
-
-
-def _ints(text: str, what: str) -> list[int]:
-    try:
-        return [int(t) for t in _csv(text)]
-    except ValueError:
-        raise BenchError(f"{what} must be comma-separated whole numbers, got {text!r}") from None
-
-
 def _check_devices(devices: list[str]) -> None:
     """Every --devices entry must exist here, so a typo stops the suite instead of failing each run."""
     import torch
@@ -102,7 +91,8 @@ def run(argv: list[str]) -> int:
     from benchmark import presets
     from benchmark.analysis import summary_table
     from benchmark.models import build_model, model_spec
-    from benchmark.runner import build_jobs, parse_strategies, parse_value, run_jobs
+    from benchmark.runner import (build_jobs, csv_list, parse_model_params, parse_seeds, parse_strategies,
+                                  run_jobs, select_images)
     from benchmark.store import load
 
     args = parser().parse_args(argv)
@@ -130,35 +120,20 @@ def run(argv: list[str]) -> int:
         if value is not None:
             settings[key] = value
     suite = settings.get("suite", "builtin")
-    models = _csv(settings.get("model", "siren")) or ["siren"]
+    models = csv_list(settings.get("model", "siren")) or ["siren"]
     for name in models:
         model_spec(name)  # unknown names fail here, before any image is read
     # A preset may give a list of model_params variants (e.g. depth × width): each one is a grid of its own.
     variants = settings.get("model_params", {})
     variants = [dict(v) for v in variants] if isinstance(variants, list) else [dict(variants)]
-    overrides = {}
-    for item in args.model_param:
-        if "=" not in item:
-            raise BenchError(f"--model-param {item!r} needs the form key=value")
-        key, value = item.split("=", 1)
-        overrides[key.strip()] = parse_value(value)
+    overrides = parse_model_params(args.model_param)
     variants = list({json.dumps(v, sort_keys=True): v for v in ({**v, **overrides} for v in variants)}.values())
     if demo:
         print("no arguments: running the short demo "
               f"({DEMO['strategies']} on the builtin suite at {DEMO['max_size']} px, {DEMO['iters']} iterations); "
               "see --help for the full benchmark", file=sys.stderr)
 
-    refs = datasets.suite_images(suite, args.data_dir)
-    if args.images:
-        wanted = _csv(args.images)
-        missing = sorted(set(wanted) - {r.id for r in refs})
-        if missing:
-            raise BenchError(f"suite {suite!r} has no image(s) {', '.join(missing)}; it has {', '.join(r.id for r in refs)}")
-        refs = [r for r in refs if r.id in wanted]
-    if args.max_images < 0:
-        raise BenchError(f"--max-images must be >= 0 (0 keeps every image), got {args.max_images}")
-    if args.max_images:
-        refs = refs[: args.max_images]
+    refs = select_images(suite, args.data_dir, args.images, args.max_images)
     selectors = settings.get("strategies", "standard,uniform,int,nint")
     try:
         strategy_list = parse_strategies(selectors)
@@ -177,9 +152,7 @@ def run(argv: list[str]) -> int:
         lpips=not args.no_lpips, max_size=settings.get("max_size", 0), chunk_size=settings.get("chunk_size", 0),
         compile=args.compile, tf32=args.tf32,
     )
-    seeds = _ints(str(settings.get("seeds", "0")), "--seeds")
-    if not seeds:
-        raise BenchError(f"--seeds {settings.get('seeds')!r} names no seed; e.g. --seeds 0,1")
+    seeds = parse_seeds(str(settings.get("seeds", "0")))
     jobs = []
     for name in models:  # each model with its own default lr unless --lr (or the preset) sets one
         for params in variants:
@@ -191,7 +164,7 @@ def run(argv: list[str]) -> int:
             jobs += build_jobs(refs, strategy_list, seeds, convert_rgb=args.convert_rgb, model=name,
                                model_params=params, lr=settings.get("lr", model_spec(name).lr), **common)
     out = settings.get("out") or f"results/{common['suite']}"
-    devices = _csv(args.devices) or None
+    devices = csv_list(args.devices) or None
     _check_devices(devices or [])
     if args.workers_per_device < 1:
         raise BenchError(f"--workers-per-device must be >= 1, got {args.workers_per_device}")

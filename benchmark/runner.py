@@ -99,6 +99,47 @@ def parse_strategies(text: str) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
+def csv_list(text: str | None) -> list[str]:
+    """'a, b,,c' -> ['a', 'b', 'c']."""
+    return [t.strip() for t in (text or "").split(",") if t.strip()]
+
+
+def parse_seeds(text: str) -> list[int]:
+    """'0,1' -> [0, 1]; anything else is a one-line BenchError."""
+    try:
+        seeds = [int(t) for t in csv_list(text)]
+    except ValueError:
+        raise BenchError(f"--seeds must be comma-separated whole numbers, got {text!r}") from None
+    if not seeds:
+        raise BenchError(f"--seeds {text!r} names no seed; e.g. --seeds 0,1")
+    return seeds
+
+
+def parse_model_params(items: list[str]) -> dict[str, Any]:
+    """Repeated --model-param key=value -> {key: value}."""
+    params = {}
+    for item in items:
+        if "=" not in item:
+            raise BenchError(f"--model-param {item!r} needs the form key=value")
+        key, value = item.split("=", 1)
+        params[key.strip()] = parse_value(value)
+    return params
+
+
+def select_images(suite: str, data_dir: str | None, images: str | None, max_images: int) -> list[datasets.ImageRef]:
+    """The suite's images, filtered by --images (ids) and --max-images (first N; 0 keeps all)."""
+    refs = datasets.suite_images(suite, data_dir)
+    if images:
+        wanted = csv_list(images)
+        missing = sorted(set(wanted) - {r.id for r in refs})
+        if missing:
+            raise BenchError(f"suite {suite!r} has no image(s) {', '.join(missing)}; it has {', '.join(r.id for r in refs)}")
+        refs = [r for r in refs if r.id in wanted]
+    if max_images < 0:
+        raise BenchError(f"--max-images must be >= 0 (0 keeps every image), got {max_images}")
+    return refs[:max_images] if max_images else refs
+
+
 def build_jobs(refs: list[datasets.ImageRef], strategies: list[tuple[str, dict[str, Any]]], seeds: list[int],
                convert_rgb: bool = False, **common: Any) -> list[Job]:
     """Every (image × strategy × seed). Images are read and checked here, so bad input stops the run before

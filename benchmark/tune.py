@@ -61,6 +61,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .errors import BenchError
+from .runner import csv_list, parse_model_params, parse_seeds, select_images
 
 OBJECTIVES = {"psnr-at-iters": "maximize", "psnr-at-seconds": "maximize", "time-to-psnr": "minimize"}
 PRUNERS = ("median", "hyperband", "none")
@@ -88,10 +89,6 @@ class ArgParser(argparse.ArgumentParser):
 
     def error(self, message: str):
         raise BenchError(f"{message}; see --help")
-
-
-def csv_list(text: str | None) -> list[str]:
-    return [t.strip() for t in (text or "").split(",") if t.strip()]
 
 
 def parser() -> argparse.ArgumentParser:
@@ -176,22 +173,6 @@ def suggest(trial, space: dict[str, tuple[str, float, float, bool]]) -> dict[str
     return out
 
 
-def select_images(suite: str, data_dir: str | None, images: str | None, max_images: int) -> list:
-    """The suite's image refs, filtered by --images and --max-images as the benchmark CLI does."""
-    import datasets
-
-    refs = datasets.suite_images(suite, data_dir)
-    if images:
-        wanted = csv_list(images)
-        missing = sorted(set(wanted) - {r.id for r in refs})
-        if missing:
-            raise BenchError(f"suite {suite!r} has no image(s) {', '.join(missing)}; it has {', '.join(r.id for r in refs)}")
-        refs = [r for r in refs if r.id in wanted]
-    if max_images < 0:
-        raise BenchError(f"--max-images must be >= 0 (0 keeps every image), got {max_images}")
-    return refs[:max_images] if max_images else refs
-
-
 @dataclasses.dataclass
 class Plan:
     """Everything a worker needs: the base jobs (one per image × seed) and the search."""
@@ -224,7 +205,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
     from strategies import resolve
 
     from .models import build_model, model_spec
-    from .runner import build_jobs, parse_strategies, parse_value
+    from .runner import build_jobs, parse_strategies
 
     if args.objective == "psnr-at-seconds" and not (args.budget_seconds and args.budget_seconds > 0):
         raise BenchError("--objective psnr-at-seconds needs a positive --budget-seconds, e.g. --budget-seconds 20")
@@ -237,18 +218,8 @@ def make_plan(args: argparse.Namespace) -> Plan:
         raise BenchError(f"--strategy {args.strategy!r} must name exactly one strategy variant, e.g. nint or 'nint[lam=2]'")
     name, fixed = selected[0]
     space = parse_search(args.search, resolve(name)[1])
-    try:
-        seeds = [int(s) for s in csv_list(args.seeds)]
-    except ValueError:
-        raise BenchError(f"--seeds must be comma-separated whole numbers, got {args.seeds!r}") from None
-    if not seeds:
-        raise BenchError(f"--seeds {args.seeds!r} names no seed; e.g. --seeds 0,1")
-    model_params = {}
-    for item in args.model_param:
-        if "=" not in item:
-            raise BenchError(f"--model-param {item!r} needs the form key=value, e.g. depth=3")
-        key, value = item.split("=", 1)
-        model_params[key.strip()] = parse_value(value)
+    seeds = parse_seeds(args.seeds)
+    model_params = parse_model_params(args.model_param)
     build_model(args.model, model_params)  # unknown model or parameter: one line, before any image is read
     refs = select_images(args.suite, args.data_dir, args.images, args.max_images)
     suite = Path(args.suite).name if Path(args.suite).exists() else args.suite
