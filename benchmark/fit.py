@@ -74,6 +74,7 @@ class FitResult:
     train_seconds: float
     height: int
     width: int
+    peak_memory_mb: float | None = None  # peak CUDA memory allocated during the run (None off CUDA)
 
 
 def fit(cfg: RunConfig, image: np.ndarray, device: torch.device | str = "cpu", lpips_metric=None,
@@ -84,6 +85,8 @@ def fit(cfg: RunConfig, image: np.ndarray, device: torch.device | str = "cpu", l
     sync); it may raise RunStopped to end the run, which then returns with status "pruned"."""
     device = torch.device(device)
     height, width = image.shape[:2]
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     torch.manual_seed(cfg.seed)  # model initialisation
     model = build_model(cfg.model, cfg.model_params).to(device)
     targets = torch.from_numpy(to_float(image)).to(device).reshape(-1, 3)
@@ -195,7 +198,8 @@ def fit(cfg: RunConfig, image: np.ndarray, device: torch.device | str = "cpu", l
         "lpips": lpips_hist[:rows].cpu().numpy().astype(np.float64),
         "sampled_fraction": fraction[:rows],
     })
-    return FitResult(metrics, status, diverged_at, float(cumulative[rows - 1]), height, width)
+    peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+    return FitResult(metrics, status, diverged_at, float(cumulative[rows - 1]), height, width, peak)
 
 
 def ms_per_iter(result: FitResult) -> float:

@@ -353,7 +353,8 @@ def _hue_order(names) -> list[str]:
 
 
 def curve_frame(values: pd.DataFrame, metrics: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
-    """(variant, image, x, y) on a common grid of ≤ CURVE_POINTS x values, seeds averaged per image."""
+    """(variant, image, x, y) on a common grid of ≤ CURVE_POINTS x values, seeds averaged per image, up to the
+    end of the variant's shortest run."""
     variant = dict(zip(values["run_id"], _variant_names(values)))
     image = dict(zip(values["run_id"], values["image"]))
     m = metrics[metrics["run_id"].isin(variant)].dropna(subset=[y]).sort_values(["run_id", "iteration"])
@@ -366,8 +367,12 @@ def curve_frame(values: pd.DataFrame, metrics: pd.DataFrame, x: str, y: str) -> 
     for run_id, run in m.groupby("run_id", sort=False):
         ys = np.interp(grid, run[x].to_numpy(float), run[y].to_numpy(float), left=np.nan, right=np.nan)
         parts.append(pd.DataFrame({"variant": variant[run_id], "image": image[run_id], x: grid, y: ys}))
-    frame = pd.concat(parts).dropna(subset=[y])
-    return frame.groupby(["variant", "image", x], as_index=False)[y].mean()
+    frame = pd.concat(parts).dropna(subset=[y]).groupby(["variant", "image", x], as_index=False)[y].mean()
+    # A mean over a changing set of images would jump where the shortest run ends (runs of one strategy end
+    # at different train-seconds): keep only the x values that every image of the variant reaches.
+    present = frame.groupby(["variant", x])["image"].transform("size")
+    images = frame.groupby("variant")["image"].transform("nunique")
+    return frame[present == images].reset_index(drop=True)
 
 
 def _save(fig, folder: Path, name: str) -> Path:
@@ -418,7 +423,7 @@ def final_psnr_figure(values: pd.DataFrame, folder: Path, seed: int = 0) -> Path
     width = max(6.0, 0.6 * frame["image"].nunique() * max(1.0, frame["variant"].nunique() / 3))
     fig, ax = plt.subplots(figsize=(width, 4.5))
     sns.pointplot(data=frame, x="image", y="final_psnr", hue="variant", hue_order=_hue_order(frame["variant"]),
-                  dodge=0.5, linestyle="none", errorbar=("ci", 95), seed=seed, ax=ax)
+                  dodge=0.5 if frame["variant"].nunique() > 1 else False, linestyle="none", errorbar=("ci", 95), seed=seed, ax=ax)
     ax.set(xlabel="image", ylabel="final PSNR (dB)", title="final PSNR per image")
     ax.tick_params(axis="x", rotation=45)
     ax.legend(fontsize="small")
@@ -495,7 +500,7 @@ def selection_map_figure(selectors: Sequence[str], image: np.ndarray, steps: Seq
 
     steps = sorted(set(steps))
     fig, axes = plt.subplots(len(selectors), len(steps), figsize=(1.8 * len(steps) + 1, 1.9 * len(selectors)),
-                             squeeze=False)
+                             squeeze=False, layout="constrained")
     gray = image.astype(float).mean(axis=2) / 255.0
     for r, selector in enumerate(selectors):
         masks = record_selections(selector, image, steps, (mt_ratios or {}).get(selector, 0.2), seed=seed)
@@ -606,6 +611,10 @@ def build_report(results: str | Path, out: str | Path | None = None, study: str 
         raise BenchError(f"{results} holds no finished runs; run the benchmark with --out {results} first")
     if resamples < 1:
         raise BenchError(f"--resamples must be >= 1, got {resamples}")
+    if study is not None:  # a wrong --study fails now, not after every table and figure is written
+        from .tune import open_storage
+
+        open_storage(study, create=False)
     all_targets = sorted({*targets, arch_target, 30.0})
     values = run_values(runs, metrics, sorted({*iter_checkpoints, *size_checkpoints}), seconds, all_targets)
     kw = {"resamples": resamples, "seed": seed}

@@ -196,6 +196,7 @@ def _run_row(cfg: RunConfig, device: str, mode: str, started: float, **extra: An
         "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "wall_seconds": time.time() - started, "train_seconds": None, "ms_per_iter": None,
         "final_psnr": None, "final_ssim": None, "final_lpips": None, "diverged_at": None,
+        "peak_memory_mb": None,
     }
     row.update(extra)
     return row
@@ -231,7 +232,7 @@ def execute(job: Job, root: str, device: str | Any, lpips_mode: str = "auto", lp
             final_psnr=float(last["psnr"]) if result.status == "ok" else None,
             final_ssim=float(evaluated["ssim"].iloc[-1]) if result.status == "ok" and len(evaluated) else None,
             final_lpips=(float(last["lpips"]) if result.status == "ok" and last["lpips"] == last["lpips"] else None),
-            diverged_at=result.diverged_at,
+            diverged_at=result.diverged_at, peak_memory_mb=result.peak_memory_mb,
             error=(f"loss became NaN/Inf at iteration {result.diverged_at}" if result.status == "diverged" else None),
         )
         store.write_run(result.metrics, row)

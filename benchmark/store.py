@@ -87,6 +87,7 @@ RUNS_SCHEMA = pa.schema([
     ("final_ssim", pa.float64()),
     ("final_lpips", pa.float64()),
     ("diverged_at", pa.int64()),
+    ("peak_memory_mb", pa.float64()),  # peak CUDA memory allocated by the run (null on CPU and in older stores)
 ])
 
 
@@ -142,7 +143,7 @@ def remove_stale_temps(root: Path) -> list[Path]:
 def _no_space(dest: Path) -> BenchError:
     return BenchError(
         f"no space left on the device while writing {dest}; free some space and rerun the same "
-        "command: finished runs are kept and this one is redone"
+        "command: finished runs are kept"
     )
 
 

@@ -360,8 +360,13 @@ def load_study(plan: Plan, storage, name: str, pruner: str, startup: int, sample
     """Create or attach to the study; a study created with other settings is refused."""
     import optuna
 
-    study = optuna.create_study(storage=storage, study_name=name, direction=OBJECTIVES[plan.objective],
-                                load_if_exists=True, pruner=make_pruner(pruner, startup))
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # its "Using an existing study" line: we say our own
+    try:
+        study = optuna.create_study(storage=storage, study_name=name, direction=OBJECTIVES[plan.objective],
+                                    load_if_exists=True, pruner=make_pruner(pruner, startup))
+    finally:
+        optuna.logging.set_verbosity(verbosity)
     if study.direction.name.lower() != OBJECTIVES[plan.objective]:
         raise BenchError(f"study {name!r} {study.direction.name.lower()}s, but --objective {plan.objective} "
                          "needs the other direction; use another --study-name")
@@ -517,6 +522,8 @@ def main(argv: list[str]) -> int:
         print(f"trial(s) {', '.join(map(str, retried))} were left running by a killed process: marked failed, "
               "their parameters queued again", file=sys.stderr)
     done = finished_count(study)
+    if 0 < done < args.n_trials:
+        print(f"resuming study {name!r} in {storage_spec}: {done} of {args.n_trials} trials finished", file=sys.stderr)
     if done >= args.n_trials:
         print(f"study {name!r} already has {done} finished trials (--n-trials {args.n_trials}); nothing to run",
               file=sys.stderr)

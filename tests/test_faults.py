@@ -145,7 +145,7 @@ def test_full_disk_stops_with_one_line_and_the_store_stays_consistent(tmp_path, 
     assert len(err) == 2 and err[0].startswith("2 of 4 runs already finished")
     sub = "metrics" if failing_write == 1 else "runs"
     assert err[1].startswith(f"error: no space left on the device while writing {out / sub}/") and err[1].endswith(
-        ".parquet; free some space and rerun the same command: finished runs are kept and this one is redone")
+        ".parquet; free some space and rerun the same command: finished runs are kept")
     assert len(writes) == failing_write  # the suite stopped at the full disk instead of failing every run
 
     assert not list(out.rglob("*.tmp"))  # no half-written file

@@ -217,3 +217,35 @@ def test_bad_input_is_one_line(tmp_path):
         report.study_report(str(tmp_path / "missing.journal"), None, tmp_path)
     with pytest.raises(BenchError, match="--iters must be comma-separated numbers"):
         report.main(["--results", str(tmp_path / "empty"), "--iters", "a,b"])
+
+
+def test_time_curve_stops_where_the_shortest_run_of_a_variant_ends(tmp_path):
+    """Two images of one strategy end at different train-seconds: the mean curve must not jump to one image."""
+    from benchmark.store import load
+
+    store = Store(tmp_path / "res")
+    write_run(store, "a", "nint", "img1", lambda t: 20 + t / 100, seconds_per_iter=0.01)  # ends at 10 s
+    write_run(store, "b", "nint", "img2", lambda t: 30 + t / 100, seconds_per_iter=0.02)  # ends at 20 s
+    runs, metrics = load(store.root)
+    values = report.run_values(runs, metrics, [250], [5.0], [30.0])
+    frame = report.curve_frame(values, metrics, "train_seconds", "psnr")
+    assert frame["train_seconds"].max() <= 10.0 + 1e-9
+    per_x = frame.groupby("train_seconds")["image"].nunique()
+    assert (per_x == 2).all()
+    mean = frame.groupby("train_seconds")["psnr"].mean()
+    assert np.all(np.diff(mean.to_numpy()) >= 0)  # both curves rise, so their mean never drops
+
+
+def test_single_strategy_report_and_early_missing_study(tmp_path):
+    """One strategy is valid input (seaborn's dodge divides by zero with one hue); a missing --study fails before
+    any table or figure is written."""
+    store = Store(tmp_path / "res")
+    for img in ("img1", "img2"):
+        write_run(store, f"u-{img}", "uniform", img, lambda t: 20 + t / 60)
+    out = tmp_path / "rep"
+    with pytest.raises(BenchError, match="no study journal"):
+        report.main(["--results", str(store.root), "--out", str(out), "--study", str(tmp_path / "missing.journal"),
+                     "--resamples", "50"])
+    assert not out.exists()
+    assert report.main(["--results", str(store.root), "--out", str(out), "--resamples", "50"]) == 0
+    assert (out / "figures" / "final_psnr_per_image.png").is_file() and (out / "report.md").is_file()
