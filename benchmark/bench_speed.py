@@ -145,8 +145,9 @@ def release_style_ms(img, device, iters: int = 60) -> float:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--kodak-dir", required=True)
-    ap.add_argument("--div2k-dir", required=True)
+    ap.add_argument("--kodak-dir")
+    ap.add_argument("--div2k-dir")
+    ap.add_argument("--table", help="reprint the tables of a saved speed-*.json instead of measuring")
     ap.add_argument("--iters", type=int, default=300)
     ap.add_argument("--strategies", default="standard,uniform,int,nint,nint-released")
     ap.add_argument("--variant-iters", type=int, default=1000, help="iterations for the compile/TF32 comparison")
@@ -154,6 +155,13 @@ def main(argv=None) -> int:
     ap.add_argument("--skip-variants", action="store_true")
     ap.add_argument("--out", default="results/bench")
     args = ap.parse_args(argv)
+    if args.table:
+        report = json.loads(Path(args.table).read_text())
+        print_table(report)
+        print_variants(report)
+        return 0
+    if not (args.kodak_dir and args.div2k_dir):
+        ap.error("--kodak-dir and --div2k-dir are required (or --table JSON to reprint a saved run)")
     device = "cuda" if torch.cuda.is_available() else "cpu"
     gpu = torch.cuda.get_device_name() if device == "cuda" else "cpu"
     images = {
@@ -191,6 +199,7 @@ def main(argv=None) -> int:
     tmp.write_text(json.dumps(report, indent=1))
     tmp.replace(path)
     print_table(report)
+    print_variants(report)
     print(f"wrote {path}")
     return 0
 
@@ -201,6 +210,25 @@ def print_table(report: dict) -> None:
         print(f"{r['image']:9s} {r['strategy']:14s} {r['train_ms_median']:11.2f} {r['user_ms']:10.2f} {r['final_psnr']:7.2f}")
     for image_id, ms in report["release_style_ms"].items():
         print(f"{image_id:9s} {'release-style':14s} {'':11s} {ms:10.2f}")
+
+
+def print_variants(report: dict) -> None:
+    """Per variant, means over seeds. SIREN training under Adam has transient PSNR drops of several dB, and
+    runs whose rounding differs (TF32, fused kernels) hit them at different iterations: so besides the final
+    PSNR, the median and the lowest PSNR over the last 10% of iterations."""
+    groups: dict[str, list[dict]] = {}
+    for r in report.get("variants", []):
+        name = "+".join(k for k in ("compile", "tf32") if r.get(k)) or "fp32"
+        groups.setdefault(name, []).append(r)
+    if not groups:
+        return
+    print(f"\n{'variant':13s} {'seeds':>5s} {'train ms/it':>11s} {'user ms/it':>10s} {'final PSNR':>10s} "
+          f"{'median last 10%':>15s} {'lowest last 10%':>15s}")
+    for name, rows in groups.items():
+        tails = [np.asarray(r["psnr"])[-max(1, len(r["psnr"]) // 10):] for r in rows]
+        print(f"{name:13s} {len(rows):5d} {np.mean([r['train_ms_median'] for r in rows]):11.2f} "
+              f"{np.mean([r['user_ms'] for r in rows]):10.2f} {np.mean([r['final_psnr'] for r in rows]):10.2f} "
+              f"{np.mean([np.median(t) for t in tails]):15.2f} {np.mean([t.min() for t in tails]):15.2f}")
 
 
 if __name__ == "__main__":
