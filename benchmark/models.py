@@ -11,7 +11,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from .errors import BenchError
+from .errors import BenchError, check_param_types
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,7 @@ def build_model(name: str, params: dict[str, Any] | None = None) -> nn.Module:
             f"model {name!r} has no parameter(s) {', '.join(sorted(unknown))}; "
             f"it takes {', '.join(sorted(spec.defaults)) or 'none'}"
         )
+    check_param_types(f"model {name!r}", params, spec.defaults, "--model-param {key}={value}")
     return spec.build(**{**spec.defaults, **params})
 
 

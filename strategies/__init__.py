@@ -15,7 +15,7 @@ import importlib
 import pkgutil
 from typing import Any
 
-from benchmark.errors import BenchError
+from benchmark.errors import BenchError, check_param_types
 from benchmark.schedules import interval_profile
 
 STRATEGIES: dict[str, type] = {}
@@ -72,6 +72,7 @@ def resolve(name: str, params: dict[str, Any] | None = None) -> tuple[type, dict
             f"strategy {name!r} has no parameter(s) {', '.join(sorted(unknown))}; "
             f"it takes: {', '.join(sorted([*cls.defaults, *(['interval'] if cls.uses_profile else [])])) or 'none'}"
         )
+    check_param_types(f"strategy {name!r}", params, cls.defaults, name + "[{key}={value}]")
     full = {**cls.defaults, **params}
     if hasattr(cls, "validate"):
         try:

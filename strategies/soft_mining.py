@@ -36,13 +36,15 @@ class SoftMining(Strategy):
     On-grid: points are rounded to pixels (flat index W·y + x: the fix of the reference's H·y + x, which is
     wrong on non-square images), so duplicates are possible. The ratio scheduler and interval profile are
     ignored (fixed n, fresh positions every step), as in the reference. Time t = step + 1 (EVOS's count) in
-    ρ = min(t/warmup, alpha). Switches: `correction` "reference" divides the coordinate gradient by w²·ℓ
+    ρ = min(t/warmup, alpha). Off-grid (`off_grid=True`, the original soft-mining paper's continuous points):
+    the points are used where they are, the target bilinearly interpolated between the four nearest pixels;
+    `indices` then name the nearest pixel, for selection maps only. Switches: `correction` "reference" divides the coordinate gradient by w²·ℓ
     (EVOS: w enters twice), "single" by w·ℓ (the original soft-mining code); `sobel_norm` "column" (the
     reference's per-column maximum) or "global".
     """
 
     defaults = {"a": 20.0, "b": 0.02, "alpha": 0.6, "warmup": 1000, "min_weight": 0.2, "uniform_share": 0.1,
-                "reinit_share": 0.1, "correction": "reference", "sobel_norm": "column"}
+                "reinit_share": 0.1, "correction": "reference", "sobel_norm": "column", "off_grid": False}
     uses_profile = False
 
     @classmethod
@@ -56,6 +58,8 @@ class SoftMining(Strategy):
         for key in ("uniform_share", "reinit_share"):
             if not 0.0 <= p[key] < 1.0:
                 raise BenchError(f"soft-mining {key} must be in [0, 1), got {p[key]}")
+        if not isinstance(p["off_grid"], bool):
+            raise BenchError(f"soft-mining off_grid must be true or false, got {p['off_grid']!r}")
         if p["warmup"] <= 0 or p["alpha"] < 0:
             raise BenchError(f"soft-mining needs warmup > 0 and alpha >= 0, got {p['warmup']}, {p['alpha']}")
 
@@ -108,8 +112,19 @@ class SoftMining(Strategy):
         rc[:, 0].clamp_(max=task.height - 1)  # only matters for one-pixel-high/wide images
         rc[:, 1].clamp_(max=task.width - 1)
         idx = rc[:, 0] * task.width + rc[:, 1]
+        if self.params["off_grid"]:
+            coords = (self.pos * 2.0 - 1.0).clone().requires_grad_(True)  # the grid's [-1, 1]², (row, col)
+            return Batch(indices=idx, coords=coords, targets=self.interpolated_targets(coords.detach()))
         coords = task.coords[idx].detach().clone().requires_grad_(True)
         return Batch(indices=idx, coords=coords, targets=task.targets[idx])
+
+    def interpolated_targets(self, coords: torch.Tensor) -> torch.Tensor:
+        """(n, 3) bilinear target at (row, col) coordinates in [-1, 1]²; pixel centres sit exactly at the
+        grid's coordinates (align_corners), so an on-grid point gets its pixel's value."""
+        task = self.task
+        image = task.targets.T.reshape(1, 3, task.height, task.width)
+        grid = coords.flip(1).view(1, 1, -1, 2)  # grid_sample wants (x, y)
+        return F.grid_sample(image, grid, mode="bilinear", align_corners=True).view(3, -1).T
 
     def weights(self, pred: torch.Tensor, target: torch.Tensor, step: int) -> torch.Tensor:
         """Importance weights w = (1/max(L1, 2⁻¹⁰))^ρ, ρ = min(t/warmup, alpha), clamped to [0.2, mean + std]."""

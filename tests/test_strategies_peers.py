@@ -201,6 +201,28 @@ def test_soft_mining_points_are_on_grid_with_w_y_plus_x():
     assert torch.equal(idx, rc[:, 0] * 16 + rc[:, 1])
 
 
+def test_soft_mining_off_grid_interpolates_the_target():
+    task = make_task(tiny_image(12, 16), ratio=0.25)
+    s = build(task, "soft-mining", off_grid=True)
+    img = task.targets.view(12, 16, 3)
+    # at pixel centres the target is the pixel; half-way between two pixels, their mean; a quarter of the
+    # way in both directions, the bilinear mix of four
+    pos = torch.tensor([[3 / 11, 5 / 15], [3 / 11, 5.5 / 15], [3.25 / 11, 5.25 / 15]])
+    got = s.interpolated_targets(pos * 2 - 1)
+    assert torch.allclose(got[0], img[3, 5], atol=1e-6)
+    assert torch.allclose(got[1], (img[3, 5] + img[3, 6]) / 2, atol=1e-6)
+    mix = 0.5625 * img[3, 5] + 0.1875 * img[3, 6] + 0.1875 * img[4, 5] + 0.0625 * img[4, 6]
+    assert torch.allclose(got[2], mix, atol=1e-6)
+    batches = train(task, s, 3)
+    assert all(b.coords.requires_grad and b.coords.shape == (48, 2) for b in batches)
+    assert torch.equal(batches[-1].coords.detach(), s.pos * 2 - 1)  # the points move only at the next select
+    b = s.select(3)
+    assert torch.equal(b.coords.detach(), s.pos * 2 - 1)
+    assert not torch.isin(b.coords.detach()[:, 0], task.coords[:, 0].unique()).all()  # off the pixel rows
+    with pytest.raises(BenchError, match="off_grid must be true or false"):
+        strategies.resolve("soft-mining", {"off_grid": "yes"})
+
+
 def test_soft_mining_sobel_pdf_normalisation():
     from strategies.soft_mining import sobel_pdf
 
