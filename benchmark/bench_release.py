@@ -44,7 +44,8 @@ from benchmark.fit import fit
 WARMUP = 20
 STUBS = {
     "wandb": "def init(*a, **k): pass\ndef log(*a, **k): pass\ndef finish(*a, **k): pass\n",
-    "lpips": "import torch\nclass LPIPS(torch.nn.Module):\n    def __init__(self, *a, **k):\n        super().__init__()\n",
+    "lpips": ("import torch\nclass LPIPS(torch.nn.Module):\n"
+              "    def __init__(self, *a, **k):\n        super().__init__()\n"),
 }
 VARIANTS = {"fp32": {}, "tf32": {"tf32": True}, "compile": {"compile": True},
             "compile+tf32": {"compile": True, "tf32": True}}
@@ -105,7 +106,8 @@ def run_ours(image_id: str, img: np.ndarray, strategy: str, seed: int, iters: in
     m = res.metrics
     steps = np.diff(m["train_seconds"].to_numpy())[WARMUP:] * 1000
     psnr = m["psnr"].to_numpy()
-    return {"strategy": strategy, "variant": variant, "seed": seed, "iters": iters, "ms_median": float(np.median(steps)),
+    return {"strategy": strategy, "variant": variant, "seed": seed, "iters": iters,
+            "ms_median": float(np.median(steps)),
             "user_ms": 1000 * wall / iters, "psnr_last": float(psnr[iters - 1]), "psnr": psnr.tolist()}
 
 
@@ -186,16 +188,20 @@ def main(argv=None) -> int:
         if unknown:
             raise BenchError(f"unknown variant {unknown[0]!r}; choose from {', '.join(VARIANTS)}")
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        report = {"name": args.name, "gpu": torch.cuda.get_device_name() if device == "cuda" else "cpu", "torch": torch.__version__,
+        gpu = torch.cuda.get_device_name() if device == "cuda" else "cpu"
+        report = {"name": args.name, "gpu": gpu, "torch": torch.__version__,
                   "image": str(image.name), "image_shape": list(img.shape), "iters": args.iters,
                   "release": [], "ours": []}
         with tempfile.TemporaryDirectory() as stub_tmp:
             report["stubbed_modules"] = write_stubs(Path(stub_tmp))
-            plan = [(m, s) for m in ("train", "psnr") for s in seeds] + ([] if args.skip_default else [("default", seeds[0])])
+            plan = [(m, s) for m in ("train", "psnr") for s in seeds]
+            if not args.skip_default:
+                plan.append(("default", seeds[0]))
             for mode, seed in plan:
                 row = run_release(release, Path(stub_tmp), image, mode, seed, args.iters)
                 report["release"].append(row)
-                print(f"release {mode:8s} seed {seed}: {row['ms_median']:7.2f} ms/it  psnr {row['psnr_last']}", flush=True)
+                print(f"release {mode:8s} seed {seed}: {row['ms_median']:7.2f} ms/it  psnr {row['psnr_last']}",
+                      flush=True)
         run_ours("warmup", img, "nint", 0, 30, "fp32", device)  # CUDA context, kernels, allocator
         for strategy in [s for s in args.strategies.split(",") if s]:
             for variant in variants:

@@ -5,7 +5,6 @@ class BenchError(Exception):
     """Bad input or environment. The CLI prints ``error: <message>`` and exits with status 2, no traceback."""
 
 
-
 def check_param_types(owner: str, given: dict, defaults: dict, template: str) -> None:
     """A parameter whose default is a number (or true/false) must be given as one: names the first that is not.
     `template` shows the right form, e.g. "nint[{key}={value}]" (filled in with the default)."""

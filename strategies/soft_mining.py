@@ -38,9 +38,9 @@ class SoftMining(Strategy):
     ignored (fixed n, fresh positions every step), as in the reference. Time t = step + 1 (EVOS's count) in
     ρ = min(t/warmup, alpha). Off-grid (`off_grid=True`, the original soft-mining paper's continuous points):
     the points are used where they are, the target bilinearly interpolated between the four nearest pixels;
-    `indices` then name the nearest pixel, for selection maps only. Switches: `correction` "reference" divides the coordinate gradient by w²·ℓ
-    (EVOS: w enters twice), "single" by w·ℓ (the original soft-mining code); `sobel_norm` "column" (the
-    reference's per-column maximum) or "global".
+    `indices` then name the nearest pixel, for selection maps only. Switches: `correction` "reference"
+    divides the coordinate gradient by w²·ℓ (EVOS: w enters twice), "single" by w·ℓ (the original
+    soft-mining code); `sobel_norm` "column" (the reference's per-column maximum) or "global".
     """
 
     defaults = {"a": 20.0, "b": 0.02, "alpha": 0.6, "warmup": 1000, "min_weight": 0.2, "uniform_share": 0.1,
@@ -58,8 +58,6 @@ class SoftMining(Strategy):
         for key in ("uniform_share", "reinit_share"):
             if not 0.0 <= p[key] < 1.0:
                 raise BenchError(f"soft-mining {key} must be in [0, 1), got {p[key]}")
-        if not isinstance(p["off_grid"], bool):
-            raise BenchError(f"soft-mining off_grid must be true or false, got {p['off_grid']!r}")
         if p["warmup"] <= 0 or p["alpha"] < 0:
             raise BenchError(f"soft-mining needs warmup > 0 and alpha >= 0, got {p['warmup']}, {p['alpha']}")
 
