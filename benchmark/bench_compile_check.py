@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 
 import datasets
-from benchmark.models import build_model
-from benchmark.task import coordinate_grid
+from benchmark.bench_speed import make_task
+from benchmark.store import atomic_write_text
 
 
 def sin_errors(device) -> dict:
@@ -33,14 +33,10 @@ def sin_errors(device) -> dict:
 
 def forward_during_training(img, device, steps: int) -> list[dict]:
     h, w = img.shape[:2]
-    coords = coordinate_grid(h, w, device)
-    targets = torch.from_numpy(datasets.to_float(img)).to(device).reshape(-1, 3)
-    torch.manual_seed(0)
-    model = build_model("siren").to(device)
+    task = make_task(img, device, seed=0)  # SIREN 5×256, seeded initialisation and sampling generator
+    model, coords, targets, gen = task.model, task.coords, task.targets, task.generator
     predict = torch.compile(model)
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-    gen = torch.Generator(device=device)
-    gen.manual_seed(0)
 
     def psnr(p):
         return float(-10 * torch.log10(((p.clamp(0, 1) - targets) ** 2).mean()))
@@ -79,8 +75,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"compile-check-{gpu.replace(' ', '_')}.json"
-    path.with_suffix(".tmp").write_text(json.dumps(report, indent=1))
-    path.with_suffix(".tmp").replace(path)
+    atomic_write_text(json.dumps(report, indent=1), path)
     print(f"wrote {path}")
     return 0
 

@@ -37,11 +37,10 @@ import numpy as np
 import torch
 
 import datasets
-from benchmark.bench_speed import run_config, sync
+from benchmark.bench_speed import WARMUP, time_strategy
 from benchmark.errors import BenchError
-from benchmark.fit import fit
+from benchmark.store import atomic_write_text
 
-WARMUP = 20
 STUBS = {
     "wandb": "def init(*a, **k): pass\ndef log(*a, **k): pass\ndef finish(*a, **k): pass\n",
     "lpips": ("import torch\nclass LPIPS(torch.nn.Module):\n"
@@ -96,19 +95,12 @@ def run_release(release: Path, stub_dir: Path, image: Path, mode: str, seed: int
 
 
 def run_ours(image_id: str, img: np.ndarray, strategy: str, seed: int, iters: int, variant: str, device) -> dict:
-    """This suite's fit as users run it (PSNR every iteration, SSIM every 100); row t = after t updates."""
-    cfg = run_config(image_id, img, strategy, iters, seed=seed, **VARIANTS[variant])
-    sync()
-    t0 = time.perf_counter()
-    res = fit(cfg, img, device)
-    sync()
-    wall = time.perf_counter() - t0
-    m = res.metrics
-    steps = np.diff(m["train_seconds"].to_numpy())[WARMUP:] * 1000
-    psnr = m["psnr"].to_numpy()
+    """This suite's fit as users run it (PSNR every iteration, SSIM every 100), timed as bench_speed times it;
+    row t = after t updates."""
+    row = time_strategy(image_id, img, strategy, iters, device, seed=seed, **VARIANTS[variant])
     return {"strategy": strategy, "variant": variant, "seed": seed, "iters": iters,
-            "ms_median": float(np.median(steps)),
-            "user_ms": 1000 * wall / iters, "psnr_last": float(psnr[iters - 1]), "psnr": psnr.tolist()}
+            "ms_median": row["train_ms_median"], "user_ms": row["user_ms"],
+            "psnr_last": row["psnr"][iters - 1], "psnr": row["psnr"]}
 
 
 def mean(xs):
@@ -158,9 +150,7 @@ def print_table(report: dict) -> None:
 def save(report: dict, out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{report['name']}-{report['gpu'].replace(' ', '_')}.json"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(report, indent=1))
-    tmp.replace(path)
+    atomic_write_text(json.dumps(report, indent=1), path)
     return path
 
 

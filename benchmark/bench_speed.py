@@ -27,6 +27,7 @@ from benchmark.fit import fit
 from benchmark.metrics import psnr, ssim
 from benchmark.models import build_model
 from benchmark.ntk import ntk_scores
+from benchmark.store import atomic_write_text
 from benchmark.task import Task, coordinate_grid
 
 WARMUP = 20
@@ -195,9 +196,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"speed-{gpu.replace(' ', '_')}.json"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(report, indent=1))
-    tmp.replace(path)
+    atomic_write_text(json.dumps(report, indent=1), path)
     print_table(report)
     print_variants(report)
     print(f"wrote {path}")

@@ -208,8 +208,7 @@ def compile_outside_timing(predict, task: Task) -> None:
     """Trigger torch.compile's one-off compilation (seconds) before the timed loop, so a compiled run's
     train-seconds hold only its steps: one no-grad full forward and one forward+backward at the training batch
     size. The gradients are dropped and the optimizer does not step, so the fit itself is unchanged."""
-    with torch.no_grad():
-        task.forward_full()
+    task.forward_full()  # no-grad by itself
     rows = task.coords[: max(1, task.budget(0))]
     predict(rows).square().mean().backward()
     for p in task.model.parameters():

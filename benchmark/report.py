@@ -423,7 +423,8 @@ def final_psnr_figure(values: pd.DataFrame, folder: Path, seed: int = 0) -> Path
     width = max(6.0, 0.6 * frame["image"].nunique() * max(1.0, frame["variant"].nunique() / 3))
     fig, ax = plt.subplots(figsize=(width, 4.5))
     sns.pointplot(data=frame, x="image", y="final_psnr", hue="variant", hue_order=_hue_order(frame["variant"]),
-                  dodge=0.5 if frame["variant"].nunique() > 1 else False, linestyle="none", errorbar=("ci", 95), seed=seed, ax=ax)
+                  dodge=0.5 if frame["variant"].nunique() > 1 else False, linestyle="none", errorbar=("ci", 95),
+                  seed=seed, ax=ax)
     ax.set(xlabel="image", ylabel="final PSNR (dB)", title="final PSNR per image")
     ax.tick_params(axis="x", rotation=45)
     ax.legend(fontsize="small")

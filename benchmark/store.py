@@ -173,6 +173,11 @@ def atomic_write_table(table: pa.Table, dest: Path) -> None:
     _atomic_write(dest, lambda fh: pq.write_table(table, fh))
 
 
+def atomic_write_text(text: str, dest: Path) -> None:
+    """Write `text` (UTF-8) to `dest` the same crash-safe way: benchmark JSON files use it too."""
+    _atomic_write(Path(dest), lambda fh: fh.write(text.encode()))
+
+
 def _table(rows: pd.DataFrame | list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
     df = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(rows)
     missing = [n for n in schema.names if n not in df.columns]
