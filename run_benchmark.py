@@ -52,7 +52,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-every", type=int, help="SSIM/LPIPS period in iterations (default 100)")
     p.add_argument("--max-size", type=int, help="downscale so the longest side is at most this (0 = native)")
     p.add_argument("--chunk-size", type=int, help="pixels per chunk for full-image forwards (0 = one pass)")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model (faster on a GPU; opt-in)")
+    p.add_argument("--compile", nargs="?", const="default", choices=["default", "max-autotune", "cudagraphs"],
+                   help="torch.compile the model (faster on a GPU; opt-in); max-autotune also tunes the GEMMs "
+                        "(minutes of one-off autotuning, cached on disk); cudagraphs adds CUDA graphs to that")
     p.add_argument("--tf32", action="store_true", help="TF32 matrix products (faster, changes numerics; opt-in)")
     p.add_argument("--out", help="results directory (default results/<suite>)")
     p.add_argument("--devices", help="comma-separated devices (default: every visible GPU, else cpu)")
@@ -150,7 +152,7 @@ def run(argv: list[str]) -> int:
         iters=settings.get("iters", 5000),
         lr_schedule=settings.get("lr_schedule", "constant"), eval_every=settings.get("eval_every", 100),
         lpips=not args.no_lpips, max_size=settings.get("max_size", 0), chunk_size=settings.get("chunk_size", 0),
-        compile=args.compile, tf32=args.tf32,
+        compile={None: False, "default": True}.get(args.compile, args.compile), tf32=args.tf32,
     )
     seeds = parse_seeds(str(settings.get("seeds", "0")))
     jobs = []

@@ -15,7 +15,9 @@ after 20 warm-up steps. An image fit never calls W&B, audio loading or LPIPS (LP
 W&B on), but the release imports them at start-up, and LPIPS's AlexNet cannot be downloaded offline: so
 `wandb`, `lpips` and (when absent) `torchaudio` are replaced by empty import-only modules. This suite's
 `nint-released` (the release's score and decay) and `nint` then run on the same PNG with the same seeds,
-in fp32 and with `--tf32` (`--variants` adds `compile`, `compile+tf32`). The JSON lands in
+in fp32 and with `--tf32` (`--variants` adds `compile`, `compile+tf32`, `max-autotune`, `max-autotune+tf32`,
+`cudagraphs+tf32`; a compiled variant first runs a 30-iteration fit whose wall time, the one-off compile and
+autotuning, is reported as `compile_s` and kept out of the per-iteration figures). The JSON lands in
 results/bench/<name>-<gpu>.json (`--name`, default "release") and a table is printed.
 """
 from __future__ import annotations
@@ -47,7 +49,9 @@ STUBS = {
               "    def __init__(self, *a, **k):\n        super().__init__()\n"),
 }
 VARIANTS = {"fp32": {}, "tf32": {"tf32": True}, "compile": {"compile": True},
-            "compile+tf32": {"compile": True, "tf32": True}}
+            "compile+tf32": {"compile": True, "tf32": True}, "max-autotune": {"compile": "max-autotune"},
+            "max-autotune+tf32": {"compile": "max-autotune", "tf32": True},
+            "cudagraphs+tf32": {"compile": "cudagraphs", "tf32": True}}
 MODES = {
     "train": ["TRAIN_CONFIGS.no_io=1"],
     "psnr": ["METRIC_LOGGING.log_ssim=0", "WANDB_CONFIGS.log_ssim=0"],
@@ -193,8 +197,15 @@ def main(argv=None) -> int:
                 print(f"release {mode:8s} seed {seed}: {row['ms_median']:7.2f} ms/it  psnr {row['psnr_last']}",
                       flush=True)
         run_ours("warmup", img, "nint", 0, 30, "fp32", device)  # CUDA context, kernels, allocator
+        report["compile_s"] = {}
         for strategy in [s for s in args.strategies.split(",") if s]:
             for variant in variants:
+                if VARIANTS[variant].get("compile"):
+                    t0 = time.perf_counter()
+                    run_ours("warmup", img, strategy, 0, 30, variant, device)
+                    report["compile_s"][f"{strategy} {variant}"] = time.perf_counter() - t0
+                    print(f"ours {strategy:14s} {variant:12s} one-off compile: "
+                          f"{report['compile_s'][f'{strategy} {variant}']:.1f} s", flush=True)
                 for seed in seeds:
                     row = run_ours(image.stem, img, strategy, seed, args.iters, variant, device)
                     report["ours"].append(row)

@@ -9,6 +9,7 @@ PSNR instead of running another one.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass
@@ -20,8 +21,9 @@ import torch
 
 from datasets import to_float, to_uint8
 from strategies import resolve
+from strategies.base import Strategy
 
-from .config import RunConfig
+from .config import COMPILE_MODES, RunConfig
 from .metrics import psnr, ssim
 from .models import build_model
 from .task import Task, coordinate_grid
@@ -93,12 +95,14 @@ def fit(cfg: RunConfig, image: np.ndarray, device: torch.device | str = "cpu", l
     target_img = targets.view(height, width, 3)
     generator = torch.Generator(device=device)
     generator.manual_seed(cfg.seed)
-    predict = torch.compile(model) if cfg.compile else model
+    # A constant ratio keeps every batch size fixed, so the compiled graphs can be specialised to their shapes.
+    predict = compiled(model, cfg.compile, static_shapes=cfg.ratio_schedule == "constant") if cfg.compile else model
     task = Task(model, coordinate_grid(height, width, device), targets, to_uint8(image), height, width,
                 cfg.iters, cfg.mt_ratio, cfg.ratio_schedule, cfg.interval, generator, cfg.chunk_size, predict)
     cls, params = resolve(cfg.strategy, cfg.params)
     strategy = cls(task, **params)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    # --compile also fuses Adam's update into one kernel on a GPU (same update rule, rounding may differ)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, fused=bool(cfg.compile) and device.type == "cuda")
     scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.iters, eta_min=1e-6)
                  if cfg.lr_schedule == "cosine" else None)
 
@@ -133,25 +137,13 @@ def fit(cfg: RunConfig, image: np.ndarray, device: torch.device | str = "cpu", l
     torch.set_float32_matmul_precision("high" if cfg.tf32 else "highest")
     try:
         if cfg.compile:
-            compile_outside_timing(predict, task)
+            compile_outside_timing(task, lambda scratch: cls(scratch, **params), cfg.lr)
         for t in range(T):
             promised = strategy.provides_full_pred(t)
             if not promised:
                 evaluate(t, task.forward_full())
             timer.start()
-            batch = strategy.select(t)
-            if batch.coords is not None:
-                x, y = batch.coords, batch.targets
-            elif batch.indices is None:
-                x, y = task.coords, targets
-            else:
-                x, y = task.coords[batch.indices], targets[batch.indices]
-            pred = predict(x)
-            loss = strategy.loss(pred, y, batch, t)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            strategy.after_backward(batch, t)
-            optimizer.step()
+            batch, pred, loss = train_step(strategy, optimizer, t)
             if scheduler is not None:
                 scheduler.step()
             timer.stop()
@@ -204,15 +196,59 @@ def fit(cfg: RunConfig, image: np.ndarray, device: torch.device | str = "cpu", l
     return FitResult(metrics, status, diverged_at, float(cumulative[rows - 1]), height, width, peak)
 
 
-def compile_outside_timing(predict, task: Task) -> None:
-    """Trigger torch.compile's one-off compilation (seconds) before the timed loop, so a compiled run's
-    train-seconds hold only its steps: one no-grad full forward and one forward+backward at the training batch
-    size. The gradients are dropped and the optimizer does not step, so the fit itself is unchanged."""
-    task.forward_full()  # no-grad by itself
-    rows = task.coords[: max(1, task.budget(0))]
-    predict(rows).square().mean().backward()
-    for p in task.model.parameters():
-        p.grad = None
+def compiled(model: torch.nn.Module, mode: bool | str, static_shapes: bool):
+    """torch.compile'd model (see RunConfig.compile for the modes). With "cudagraphs" the compiled forward and
+    backward are replayed as CUDA graphs (on a GPU); the optimizer and the strategy's selection stay eager
+    between them, and a full prediction is read before the next forward replays over it. `static_shapes`: one
+    graph per batch size (faster kernels; only for runs with a few fixed sizes), else torch's automatic
+    dynamic shapes (a size that changes gets one graph for all sizes)."""
+    return torch.compile(model, mode=COMPILE_MODES.get(mode) if isinstance(mode, str) else None,
+                         dynamic=False if static_shapes else None)
+
+
+def train_step(strategy: Strategy, optimizer: torch.optim.Optimizer, t: int):
+    """One timed update: the strategy's selection, forward, loss, backward, its hook, the optimizer step.
+    Returns (batch, prediction of the batch, loss)."""
+    task = strategy.task
+    batch = strategy.select(t)
+    if batch.coords is not None:
+        x, y = batch.coords, batch.targets
+    elif batch.indices is None:
+        x, y = task.coords, task.targets
+    else:
+        x, y = task.coords[batch.indices], task.targets[batch.indices]
+    pred = task.predict(x)
+    loss = strategy.loss(pred, y, batch, t)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    strategy.after_backward(batch, t)
+    optimizer.step()
+    return batch, pred, loss
+
+
+def compile_outside_timing(task: Task, make_strategy: Callable[[Task], Strategy], lr: float) -> None:
+    """Run torch.compile's one-off compilation (seconds; minutes of autotuning with max-autotune) before the
+    timed loop, so a compiled run's train-seconds hold only its steps. A scratch copy of the strategy, with its
+    own generator and a throw-away Adam, takes the steps 0 and 1 (and T-1 when the budget changes over the run,
+    so that the graph for varying batch sizes is built too) with the evaluation forward after each; then the
+    parameters are restored. Every graph those steps need (no-grad full forward, training batch, Soft Mining's
+    coordinate gradient, ...) is compiled, and the fit itself starts from the same state as an eager one."""
+    saved = [p.detach().clone() for p in task.model.parameters()]
+    generator = torch.Generator(device=task.device)
+    generator.manual_seed(0)
+    scratch = dataclasses.replace(task, generator=generator)
+    strategy = make_strategy(scratch)
+    optimizer = torch.optim.Adam(task.model.parameters(), lr=lr)
+    steps = [0, 1] if task.iters > 1 else [0]
+    if task.budget(task.iters - 1) != task.budget(0):
+        steps.append(task.iters - 1)
+    for t in steps:
+        train_step(strategy, optimizer, t)
+        scratch.forward_full()
+    with torch.no_grad():
+        for p, value in zip(task.model.parameters(), saved):
+            p.copy_(value)
+            p.grad = None
 
 
 def ms_per_iter(result: FitResult) -> float:

@@ -39,7 +39,8 @@ def fake_release(tmp_path):
 def test_release_side_by_side_reads_the_release_timestamps(fake_release, tmp_path):
     out = tmp_path / "bench"
     code = bench_release.main(["--release-dir", str(fake_release), "--iters", "24", "--seeds", "0,1",
-                               "--strategies", "nint-released", "--variants", "fp32", "--out", str(out)])
+                               "--strategies", "nint-released", "--variants", "fp32,max-autotune+tf32",
+                               "--out", str(out)])
     assert code == 0
     report = json.loads(next(out.glob("release-*.json")).read_text())
     rows = {r["name"]: r for r in report["summary"]}
@@ -51,6 +52,8 @@ def test_release_side_by_side_reads_the_release_timestamps(fake_release, tmp_pat
     assert ours["seeds"] == 2 and ours["ratio_vs_release"] == pytest.approx(ours["ms"] / 4.0)
     assert ours["psnr_minus_release"] == pytest.approx(ours["psnr"] - rows["release psnr"]["psnr"])
     assert {"wandb", "lpips"} <= set(report["stubbed_modules"])
+    assert rows["ours nint-released max-autotune+tf32 train"]["seeds"] == 2
+    assert list(report["compile_s"]) == ["nint-released max-autotune+tf32"]  # measured apart, fp32 compiles nothing
 
 
 def test_release_side_by_side_bad_input(fake_release, tmp_path, capsys):

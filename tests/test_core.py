@@ -2,6 +2,7 @@
 the Parquet store and resume."""
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -244,12 +245,14 @@ def test_fit_is_reproducible_under_a_seed():
     assert not np.allclose(a["psnr"].iloc[1:], c["psnr"].iloc[1:])
 
 
-def test_compiled_fit_follows_the_eager_fit():
+@pytest.mark.parametrize("mode,strategy,schedule", [(True, "nint", "constant"), ("max-autotune", "nint", "constant"),
+                                                    ("cudagraphs", "nint", "constant"), (True, "soft-mining", "linear")])
+def test_compiled_fit_follows_the_eager_fit(mode, strategy, schedule):
     """--compile only fuses kernels: its one-off compile happens before the timed loop (without touching the
     parameters or the optimizer), so the loss and PSNR trajectory match eager's up to rounding."""
     img = tiny_image()
-    eager = fit(config(strategy="nint", iters=6), img).metrics
-    compiled = fit(config(strategy="nint", iters=6, compile=True), img).metrics
+    eager = fit(config(strategy=strategy, iters=6, ratio_schedule=schedule), img).metrics
+    compiled = fit(config(strategy=strategy, iters=6, ratio_schedule=schedule, compile=mode), img).metrics
     np.testing.assert_allclose(compiled["loss"].iloc[1:], eager["loss"].iloc[1:], rtol=1e-4)
     np.testing.assert_allclose(compiled["psnr"], eager["psnr"], atol=1e-3)
 
@@ -291,6 +294,56 @@ def test_run_id_is_a_hash_of_the_config():
     assert a.run_id == b.run_id and len(a.run_id) == 16
     assert config(seed=1).run_id != a.run_id and config(mt_ratio=0.3).run_id != a.run_id
     assert config(chunk_size=64).run_id == a.run_id  # chunking does not change what is computed
+
+
+@pytest.mark.parametrize("strategy,schedule,iters", [("nint", "linear", 200), ("soft-mining", "constant", 8)])
+def test_compile_warm_up_builds_every_graph_the_timed_steps_use(strategy, schedule, iters):
+    """Nothing is compiled inside the timed loop: after the warm-up, neither a run whose batch size changes every
+    step (linear ratio schedule) nor one whose batch needs a coordinate gradient (Soft Mining) compiles a frame."""
+    from torch._dynamo.utils import counters
+
+    from benchmark.fit import compile_outside_timing, compiled, train_step
+
+    torch._dynamo.reset()
+    counters.clear()
+    task = make_task(iters=iters, schedule=schedule)  # linear over 200 steps: steps 0 and 1 have one batch size
+    task.predict = compiled(task.model, True, static_shapes=schedule == "constant")  # as the fit loop does
+    cls, params = strategies.resolve(strategy)
+    before = [p.detach().clone() for p in task.model.parameters()]
+    compile_outside_timing(task, lambda scratch: cls(scratch, **params), lr=1e-4)
+    assert all(torch.equal(a, b) for a, b in zip(before, task.model.parameters()))  # parameters restored
+    built = sum(counters["frames"].values())
+    assert built > 0
+    strategy, optimizer = cls(task, **params), torch.optim.Adam(task.model.parameters(), lr=1e-4)
+    sizes = set()
+    for t in range(task.iters):
+        batch, _, _ = train_step(strategy, optimizer, t)
+        sizes.add(batch.size(task.n_pixels))
+        task.forward_full()
+    assert sum(counters["frames"].values()) == built
+    assert len(sizes) > 2 if schedule == "linear" else batch.coords is not None
+
+
+def test_compile_modes_reach_the_run_config_and_keep_old_run_ids(tmp_path, capsys):
+    """--compile is inductor's default mode (stored as true, as before), --compile max-autotune is stored by name;
+    any other value is refused in one line."""
+    import run_benchmark
+
+    base = config(strategy="uniform")
+    assert config(strategy="uniform", compile=False).run_id == base.run_id
+    assert len({base.run_id, config(strategy="uniform", compile=True).run_id,
+                config(strategy="uniform", compile="max-autotune").run_id}) == 3
+    with pytest.raises(BenchError, match=r"^compile must be false, true, 'max-autotune' or 'cudagraphs', got 'fast'; e\.g\."):
+        config(strategy="uniform", compile="fast")
+    out = tmp_path / "r"
+    assert run_benchmark.main(["--suite", "builtin", "--max-images", "1", "--max-size", "16", "--iters", "3",
+                               "--strategies", "uniform", "--model-param", "depth=2", "--model-param", "width=8",
+                               "--compile", "max-autotune", "--out", str(out), "--no-progress", "--no-lpips"]) == 0
+    runs = pd.concat(pd.read_parquet(f) for f in (out / "runs").glob("*.parquet"))
+    assert [json.loads(c)["compile"] for c in runs["config"]] == ["max-autotune"]
+    capsys.readouterr()
+    assert run_benchmark.main(["--compile", "fast"]) == 2
+    assert capsys.readouterr().err.startswith("error: argument --compile: invalid choice: 'fast'")
 
 
 def test_cli_lists_and_runs(tmp_path, capsys):
