@@ -200,8 +200,9 @@ def compiled(model: torch.nn.Module, mode: bool | str, static_shapes: bool):
     """torch.compile'd model (see RunConfig.compile for the modes). With "cudagraphs" the compiled forward and
     backward are replayed as CUDA graphs (on a GPU); the optimizer and the strategy's selection stay eager
     between them, and a full prediction is read before the next forward replays over it. `static_shapes`: one
-    graph per batch size (faster kernels; only for runs with a few fixed sizes), else torch's automatic
-    dynamic shapes (a size that changes gets one graph for all sizes)."""
+    graph per batch size (faster kernels; every registered strategy keeps one size under a constant ratio, a
+    new strategy whose size varies anyway would recompile), else torch's automatic dynamic shapes (a size that
+    changes gets one graph for all sizes)."""
     return torch.compile(model, mode=COMPILE_MODES.get(mode) if isinstance(mode, str) else None,
                          dynamic=False if static_shapes else None)
 

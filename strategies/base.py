@@ -19,6 +19,8 @@ class Batch:
     coords/targets: override the grid lookup (e.g. Soft Mining's coordinates that need an input gradient).
     full_pred: a no-grad prediction of *every* pixel under the parameters of this step (before the update),
         when the strategy computed one anyway; the fit loop reuses it for evaluation instead of another forward.
+        A prediction is valid for the step that made it: under `--compile cudagraphs` it lives in a CUDA graph's
+        output buffer, which the next replay overwrites, so a strategy that keeps one for later stores a clone.
     """
 
     indices: torch.Tensor | None

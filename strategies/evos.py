@@ -130,7 +130,7 @@ class EVOS(Strategy):
         picked = torch.zeros_like(in_e)
         picked[chosen] = True
         self.ranking = torch.cat([by_err[~picked[by_err]], chosen])
-        self.frozen = pred
+        self.frozen = pred.clone()  # kept across steps: under --compile cudagraphs `pred` is a graph's buffer
 
 
 @register_strategy("evos-nocfs")
