@@ -13,7 +13,7 @@ import strategies
 from benchmark import presets, schedules
 from benchmark.config import RunConfig
 from benchmark.errors import BenchError
-from benchmark.fit import fit
+from benchmark.fit import fit, train_step
 from conftest import make_task, tiny_image
 from strategies.evos import laplacian
 
@@ -30,18 +30,7 @@ def train(task, s, steps, lr=1e-3):
     opt = torch.optim.Adam(task.model.parameters(), lr=lr)
     batches = []
     for t in range(steps):
-        b = s.select(t)
-        if b.coords is not None:
-            x, y = b.coords, b.targets
-        elif b.indices is None:
-            x, y = task.coords, task.targets
-        else:
-            x, y = task.coords[b.indices], task.targets[b.indices]
-        loss = s.loss(task.model(x), y, b, t)
-        opt.zero_grad()
-        loss.backward()
-        s.after_backward(b, t)
-        opt.step()
+        b, _, _ = train_step(s, opt, t)
         batches.append(b)
     return batches
 
