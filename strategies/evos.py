@@ -1,3 +1,5 @@
+import functools
+
 import torch
 import torch.nn.functional as F
 
@@ -11,9 +13,17 @@ LAPLACE = ((0.0, 1.0, 0.0), (1.0, -4.0, 1.0), (0.0, 1.0, 0.0))
 
 def laplacian(img255: torch.Tensor) -> torch.Tensor:
     """(H, W) Laplacian of the gray image of an (H, W, 3) RGB image on [0, 255], zero padding."""
-    gray = (img255 * torch.tensor(GRAY, dtype=img255.dtype, device=img255.device)).sum(dim=-1)
-    kernel = torch.tensor(LAPLACE, dtype=img255.dtype, device=img255.device)[None, None]
+    gray_weights, kernel = _filters(img255.dtype, img255.device)
+    gray = (img255 * gray_weights).sum(dim=-1)
     return F.conv2d(gray[None, None], kernel, padding=1)[0, 0]
+
+
+@functools.cache
+def _filters(dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The gray weights and the Laplace kernel on `device`, made once: a copy to the GPU in every step would
+    make the host wait for it."""
+    return (torch.tensor(GRAY, dtype=dtype, device=device),
+            torch.tensor(LAPLACE, dtype=dtype, device=device)[None, None])
 
 
 @register_strategy("evos")
@@ -86,7 +96,7 @@ class EVOS(Strategy):
         k1, k2 = self.counts(step)
         top = self.ranking[n - k1:]
         keys = task.random_keys()
-        keys[top] = -1.0
+        keys.index_fill_(0, top, -1.0)  # not keys[top] = -1.0: that copies the scalar to the GPU and waits
         return Batch(indices=torch.cat([top, torch.topk(keys, k2, sorted=False).indices]))
 
     def lap_error(self, pred: torch.Tensor) -> torch.Tensor:
@@ -118,7 +128,8 @@ class EVOS(Strategy):
         top_e, top_l = by_err[n - s:], by_lap[n - s:]
         in_e = torch.zeros(n, dtype=torch.bool, device=task.device)
         in_l = torch.zeros_like(in_e)
-        in_e[top_e], in_l[top_l] = True, True
+        in_e.index_fill_(0, top_e, True)
+        in_l.index_fill_(0, top_l, True)
         both = top_e[in_l[top_e]]
         only_e, only_l = top_e[~in_l[top_e]], top_l[~in_e[top_l]]  # still ascending
         rest = s - int(both.numel())
@@ -128,7 +139,7 @@ class EVOS(Strategy):
         n_l = rest - n_e
         chosen = torch.cat([only_l[only_l.numel() - n_l:], only_e[only_e.numel() - n_e:], both])
         picked = torch.zeros_like(in_e)
-        picked[chosen] = True
+        picked.index_fill_(0, chosen, True)
         self.ranking = torch.cat([by_err[~picked[by_err]], chosen])
         self.frozen = pred.clone()  # kept across steps: under --compile cudagraphs `pred` is a graph's buffer
 

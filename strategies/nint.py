@@ -94,7 +94,7 @@ class NINT(Strategy):
         n_ntk, n_res, _ = self.split(n)
         ntk_idx = self.cached[:n_ntk]
         taken = torch.zeros(task.n_pixels, dtype=torch.bool, device=task.device)
-        taken[ntk_idx] = True
+        taken.index_fill_(0, ntk_idx, True)  # not taken[idx] = True: that copies True to the GPU and waits
         parts = [ntk_idx]
         if n_res > 0:
             if p["top_k"]:
@@ -102,7 +102,7 @@ class NINT(Strategy):
             else:
                 res_score = task.random_keys().masked_fill_(taken, -1.0)
             res_idx = torch.topk(res_score, n_res, sorted=False).indices
-            taken[res_idx] = True
+            taken.index_fill_(0, res_idx, True)
             parts.append(res_idx)
         n_rand = n - int(ntk_idx.numel()) - n_res  # also fills any shortfall of the cached NTK part
         if n_rand > 0:

@@ -28,15 +28,16 @@ def tiny_image(h: int = 12, w: int = 16, seed: int = 0) -> np.ndarray:
 
 def make_task(img: np.ndarray | None = None, *, depth: int = 2, width: int = 16, ratio: float = 0.25,
               iters: int = 50, schedule: str = "constant", interval: str = "dense", seed: int = 0,
-              dtype=torch.float32, chunk_size: int = 0) -> Task:
+              dtype=torch.float32, chunk_size: int = 0, device: str = "cpu") -> Task:
     img = tiny_image() if img is None else img
     h, w = img.shape[:2]
     torch.manual_seed(seed)
-    model = build_model("siren", {"depth": depth, "width": width}).to(dtype)
-    gen = torch.Generator().manual_seed(seed)
-    targets = torch.from_numpy(img.astype(np.float64) / 255.0).to(dtype).reshape(-1, 3)
-    return Task(model, coordinate_grid(h, w).to(dtype), targets, img, h, w, iters, ratio, schedule, interval,
-                gen, chunk_size)
+    model = build_model("siren", {"depth": depth, "width": width}).to(device, dtype)
+    gen = torch.Generator(device=device)
+    gen.manual_seed(seed)
+    targets = torch.from_numpy(img.astype(np.float64) / 255.0).to(device, dtype).reshape(-1, 3)
+    return Task(model, coordinate_grid(h, w, device).to(dtype), targets, img, h, w, iters, ratio, schedule,
+                interval, gen, chunk_size)
 
 
 @pytest.fixture
