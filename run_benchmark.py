@@ -50,6 +50,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--lr-schedule", help="constant | cosine (to 1e-6)")
     p.add_argument("--seeds", help="comma-separated seeds (default 0)")
     p.add_argument("--eval-every", type=int, help="SSIM/LPIPS period in iterations (default 100)")
+    p.add_argument("--psnr-every", type=int, help="PSNR period in iterations (default 1: every iteration); a "
+                   "longer one saves the full-image forward of strategies that do not run one themselves")
     p.add_argument("--max-size", type=int, help="downscale so the longest side is at most this (0 = native)")
     p.add_argument("--chunk-size", type=int, help="pixels per chunk for full-image forwards (0 = one pass)")
     p.add_argument("--compile", nargs="?", const="default", choices=["default", "max-autotune", "cudagraphs"],
@@ -117,7 +119,7 @@ def run(argv: list[str]) -> int:
     if args.preset:
         settings.update(presets.get(args.preset)["settings"])
     for key in ("suite", "strategies", "iters", "mt_ratio", "ratio_schedule", "interval", "model", "lr",
-                "lr_schedule", "seeds", "eval_every", "max_size", "chunk_size", "out"):
+                "lr_schedule", "seeds", "eval_every", "psnr_every", "max_size", "chunk_size", "out"):
         value = getattr(args, key)
         if value is not None:
             settings[key] = value
@@ -151,6 +153,7 @@ def run(argv: list[str]) -> int:
         interval=settings.get("interval", "dense"),
         iters=settings.get("iters", 5000),
         lr_schedule=settings.get("lr_schedule", "constant"), eval_every=settings.get("eval_every", 100),
+        psnr_every=settings.get("psnr_every", 1),
         lpips=not args.no_lpips, max_size=settings.get("max_size", 0), chunk_size=settings.get("chunk_size", 0),
         compile={None: False, "default": True}.get(args.compile, args.compile), tf32=args.tf32,
     )

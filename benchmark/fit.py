@@ -1,8 +1,8 @@
 """The fit loop: one strategy fits one image. Training is timed; evaluation is not.
 
-Row t of the result describes the model after t updates (t = 0 … T): its PSNR (every t), SSIM/LPIPS (every
-`eval_every` and at T), the cumulative train-seconds of those t updates, and the loss and sampled fraction of
-update t. Train-seconds cover selection (scoring forwards, NTK VJP/JVP), forward, backward and the optimiser
+Row t of the result describes the model after t updates (t = 0 … T): its PSNR (every `psnr_every`, by default
+every t), SSIM/LPIPS (every `eval_every`), both also at T, the cumulative train-seconds of those t updates, and
+the loss and sampled fraction of update t. Train-seconds cover selection (scoring forwards, NTK VJP/JVP), forward, backward and the optimiser
 step; on a GPU they are read from CUDA events around each step, so no step waits on the host. When a strategy
 already ran a no-grad forward of every pixel under the current parameters, that forward is reused for the
 PSNR instead of running another one.
@@ -116,6 +116,10 @@ def fit(cfg: RunConfig, image: np.ndarray, device: torch.device | str = "cpu", l
     can_ssim = min(height, width) >= 7  # skimage's 7×7 window; smaller images record SSIM as null
     can_lpips = min(height, width) >= 32  # AlexNet's pooling needs a few dozen pixels; else null
 
+    def due(t: int) -> bool:
+        """Is row t evaluated? The same rows for every strategy, so time-to-PSNR has one resolution for all."""
+        return t % cfg.psnr_every == 0 or t % cfg.eval_every == 0 or t == T
+
     def evaluate(t: int, pred: torch.Tensor) -> None:
         psnr_hist[t] = psnr(pred, targets)
         if t % cfg.eval_every == 0 or t == T:
@@ -140,7 +144,7 @@ def fit(cfg: RunConfig, image: np.ndarray, device: torch.device | str = "cpu", l
             compile_outside_timing(task, lambda scratch: cls(scratch, **params), cfg.lr)
         for t in range(T):
             promised = strategy.provides_full_pred(t)
-            if not promised:
+            if not promised and due(t):
                 evaluate(t, task.forward_full())
             timer.start()
             batch, pred, loss = train_step(strategy, optimizer, t)
@@ -155,7 +159,8 @@ def fit(cfg: RunConfig, image: np.ndarray, device: torch.device | str = "cpu", l
                     full = pred.detach()
                 if full is None:
                     raise RuntimeError(f"strategy {cfg.strategy!r} promised a full prediction at step {t} but gave none")
-                evaluate(t, full)
+                if due(t):
+                    evaluate(t, full)
             if callback is not None and (t + 1) % CALLBACK_EVERY == 0 and t + 1 < T:
                 evaluate(t + 1, task.forward_full())  # the model after t + 1 updates (untimed)
                 try:

@@ -23,6 +23,7 @@ from benchmark.metrics import Lpips, make_lpips, psnr, ssim
 from benchmark.ntk import ntk_scores
 from benchmark.runner import build_jobs, parse_strategies, run_jobs
 from benchmark.store import METRICS_SCHEMA, RUNS_SCHEMA, Store, load
+from benchmark.task import Task
 from conftest import make_task, tiny_image
 
 
@@ -234,6 +235,26 @@ def test_fit_rows_are_the_model_after_t_updates():
         assert (np.diff(m["train_seconds"]) > 0).all()
     assert runs["standard"]["sampled_fraction"].iloc[1:].eq(1.0).all()
     assert runs["uniform"]["sampled_fraction"].iloc[1:].eq(int(0.2 * 192) / 192).all()
+
+
+@pytest.mark.parametrize("strategy", ["uniform", "int"])
+def test_psnr_every_records_the_same_rows_for_every_strategy_and_trains_the_same(strategy, monkeypatch):
+    """--psnr-every 3 (SSIM every 5): PSNR at multiples of 3 or 5 and at T, for a strategy that runs its own full
+    forward (int) as for one that does not (uniform); the skipped rows cost no evaluation forward, and the
+    training itself is untouched."""
+    img = tiny_image()
+    every = fit(config(strategy=strategy), img).metrics
+    calls = []
+    original = Task.forward_full
+    monkeypatch.setattr(Task, "forward_full", lambda self: calls.append(1) or original(self))
+    sparse = fit(config(strategy=strategy, psnr_every=3), img).metrics
+    due = [t % 3 == 0 or t % 5 == 0 or t == 12 for t in range(13)]
+    assert sparse["psnr"].notna().tolist() == due
+    np.testing.assert_array_equal(sparse["psnr"][due], every["psnr"][due])
+    np.testing.assert_array_equal(sparse["loss"], every["loss"])
+    if strategy == "uniform":  # one evaluation forward per due row before the last update, one after it
+        assert len(calls) == sum(due)
+    assert config(psnr_every=1).run_id == config().run_id != config(psnr_every=3).run_id
 
 
 def test_fit_is_reproducible_under_a_seed():

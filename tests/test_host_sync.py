@@ -3,7 +3,8 @@
 A step that reads a GPU value on the host (`.item()`, `float(t)`, a boolean mask, `nonzero`) or writes a Python
 scalar through an index (`x[idx] = True` copies the scalar to the GPU and waits for the stream) stalls the
 pipeline: on an H100 two such writes cost NINT about 2 ms per step. The CPU test spots those ops with a dispatch
-mode, so it runs in CI; the CUDA test asks the GPU itself (torch.cuda.set_sync_debug_mode) where one is present.
+mode, so it runs in CI. It cannot see a copy of new host data to the GPU (`torch.tensor([...], device=...)` in a
+step, which also waits): the CUDA test asks the GPU itself (torch.cuda.set_sync_debug_mode) where one is present.
 """
 from __future__ import annotations
 

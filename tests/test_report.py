@@ -18,13 +18,17 @@ ITERS = 1000
 
 def write_run(store: Store, run_id: str, label: str, image: str, psnr, *, strategy: str | None = None,
               params: dict | None = None, model: str = "siren", model_params: dict | None = None,
-              seed: int = 0, seconds_per_iter: float = 0.01, ssim: float = 0.9, lpips: float = 0.1) -> None:
-    """One finished run whose PSNR after t updates is psnr(t) and whose train-seconds are t × seconds_per_iter."""
+              seed: int = 0, seconds_per_iter: float = 0.01, ssim: float = 0.9, lpips: float = 0.1,
+              psnr_every: int = 1) -> None:
+    """One finished run whose PSNR after t updates is psnr(t) (recorded every `psnr_every` rows and at the end)
+    and whose train-seconds are t × seconds_per_iter."""
     t = np.arange(ITERS + 1)
     evaluated = t % 100 == 0
+    recorded = (t % psnr_every == 0) | evaluated | (t == ITERS)
     metrics = pd.DataFrame({
         "run_id": run_id, "suite": "synthetic", "image": image, "strategy": label, "seed": seed, "iteration": t,
-        "train_seconds": t * seconds_per_iter, "loss": np.nan, "psnr": [float(psnr(i)) for i in t],
+        "train_seconds": t * seconds_per_iter, "loss": np.nan,
+        "psnr": [float(psnr(i)) if r else np.nan for i, r in zip(t, recorded)],
         "ssim": np.where(evaluated, ssim, np.nan), "lpips": np.where(evaluated, lpips, np.nan),
         "sampled_fraction": 0.2,
     })
@@ -234,6 +238,19 @@ def test_time_curve_stops_where_the_shortest_run_of_a_variant_ends(tmp_path):
     assert (per_x == 2).all()
     mean = frame.groupby("train_seconds")["psnr"].mean()
     assert np.all(np.diff(mean.to_numpy()) >= 0)  # both curves rise, so their mean never drops
+
+
+def test_psnr_at_seconds_and_time_to_target_with_a_psnr_period(tmp_path):
+    """--psnr-every 7 (SSIM rows every 100 carry a PSNR too): PSNR at 5.5 s is the last recorded one (iteration
+    546), and 31 dB (reached at t = 550) is first seen at 553."""
+    from benchmark.store import load
+
+    store = Store(tmp_path / "res")
+    write_run(store, "a", "nint", "img1", lambda t: 20 + t / 50, psnr_every=7)
+    runs, metrics = load(store.root)
+    values = report.run_values(runs, metrics, [], [5.5], [31.0]).iloc[0]
+    assert values["psnr@5.5s"] == pytest.approx(20 + 546 / 50)
+    assert values["it_to_31"] == 553
 
 
 def test_single_strategy_report_and_early_missing_study(tmp_path):
