@@ -136,9 +136,10 @@ def run_values(runs: pd.DataFrame, metrics: pd.DataFrame, iters: Sequence[int] =
                                                          aggfunc="first")
     for it in iters:
         out[f"psnr@{it}"] = at[it] if it in at.columns else np.nan
+    recorded = m.dropna(subset=["psnr"])  # rows between two --psnr-every evaluations hold no PSNR
     for s in seconds:
-        recorded = m.dropna(subset=["psnr"])  # rows between two --psnr-every evaluations hold no PSNR
-        out[f"psnr@{s:g}s"] = recorded[recorded["train_seconds"] <= s].groupby("run_id").tail(1).set_index("run_id")["psnr"]
+        last = recorded[recorded["train_seconds"] <= s].groupby("run_id").tail(1)
+        out[f"psnr@{s:g}s"] = last.set_index("run_id")["psnr"]
     for t in targets:
         hit = first_reaching(m, t)
         out[f"s_to_{t:g}"] = hit["train_seconds"]
