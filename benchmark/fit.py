@@ -4,9 +4,8 @@ Row t of the result describes the model after t updates (t = 0 … T): its PSNR 
 every t), SSIM/LPIPS (every `eval_every`), both also at T, the cumulative train-seconds of those t updates, and
 the loss and sampled fraction of update t. Train-seconds cover selection (scoring forwards, NTK VJP/JVP),
 forward, backward and the optimiser step; on a GPU they are read from CUDA events around each step, so no step
-waits on the host. When a strategy
-already ran a no-grad forward of every pixel under the current parameters, that forward is reused for the
-PSNR instead of running another one.
+waits on the host. When a strategy already ran a no-grad forward of every pixel under the current parameters,
+that forward is reused for the PSNR instead of running another one.
 """
 from __future__ import annotations
 
