@@ -116,13 +116,16 @@ def fit(cfg: RunConfig, image: np.ndarray, device: torch.device | str = "cpu", l
     can_ssim = min(height, width) >= 7  # skimage's 7×7 window; smaller images record SSIM as null
     can_lpips = min(height, width) >= 32  # AlexNet's pooling needs a few dozen pixels; else null
 
+    def ssim_due(t: int) -> bool:
+        return t % cfg.eval_every == 0 or t == T
+
     def due(t: int) -> bool:
         """Is row t evaluated? The same rows for every strategy, so time-to-PSNR has one resolution for all."""
-        return t % cfg.psnr_every == 0 or t % cfg.eval_every == 0 or t == T
+        return t % cfg.psnr_every == 0 or ssim_due(t)
 
     def evaluate(t: int, pred: torch.Tensor) -> None:
         psnr_hist[t] = psnr(pred, targets)
-        if t % cfg.eval_every == 0 or t == T:
+        if ssim_due(t):
             img = pred.view(height, width, 3)
             if can_ssim:
                 ssim_hist[t] = ssim(img, target_img)
