@@ -54,9 +54,11 @@ def parser() -> argparse.ArgumentParser:
                    "longer one saves the full-image forward of strategies that do not run one themselves")
     p.add_argument("--max-size", type=int, help="downscale so the longest side is at most this (0 = native)")
     p.add_argument("--chunk-size", type=int, help="pixels per chunk for full-image forwards (0 = one pass)")
-    p.add_argument("--compile", nargs="?", const="default", choices=["default", "max-autotune", "cudagraphs"],
+    p.add_argument("--compile", nargs="?", const="default",
+                   choices=["default", "max-autotune", "cudagraphs", "reduce-overhead"],
                    help="torch.compile the model (faster on a GPU; opt-in); max-autotune also tunes the GEMMs "
-                        "(minutes of one-off autotuning, cached on disk); cudagraphs adds CUDA graphs to that")
+                        "(minutes of one-off autotuning, cached on disk); cudagraphs adds CUDA graphs to that; "
+                        "reduce-overhead is the CUDA graphs alone (seconds to compile)")
     p.add_argument("--tf32", action="store_true", help="TF32 matrix products (faster, changes numerics; opt-in)")
     p.add_argument("--out", help="results directory (default results/<suite>)")
     p.add_argument("--devices", help="comma-separated devices (default: every visible GPU, else cpu)")

@@ -12,7 +12,8 @@ from .errors import BenchError
 from .models import model_spec
 
 LR_SCHEDULES = ("constant", "cosine")
-COMPILE_MODES = {"max-autotune": "max-autotune-no-cudagraphs", "cudagraphs": "max-autotune"}  # ours -> torch's
+COMPILE_MODES = {"max-autotune": "max-autotune-no-cudagraphs", "cudagraphs": "max-autotune",  # ours -> torch's
+                 "reduce-overhead": "reduce-overhead"}
 # Fields that do not change what is computed, so they stay out of the run id.
 NON_SEMANTIC = {"chunk_size", "suite"}
 # Fields added after results were published: left out of the run id at their default, so those run ids stay.
@@ -45,9 +46,10 @@ class RunConfig:
     max_size: int = 0  # 0: native resolution; else the longest side is downscaled to this
     chunk_size: int = 0  # evaluation/scoring chunk in pixels; 0 = one pass
     # torch.compile the model: False, True (inductor's default mode: fused elementwise kernels), "max-autotune"
-    # (also benchmarks GEMM kernels, some with the sine fused in; minutes of one-off autotuning) or "cudagraphs"
-    # (max-autotune, its forward and backward replayed as CUDA graphs: fewer kernel launches). Rounding may differ
-    # slightly. A bool or a string so that run ids of existing results (false/true) stay as they were.
+    # (also benchmarks GEMM kernels, some with the sine fused in; minutes of one-off autotuning), "cudagraphs"
+    # (max-autotune, its forward and backward replayed as CUDA graphs: fewer kernel launches) or "reduce-overhead"
+    # (those CUDA graphs without the autotuning: seconds to compile). Rounding may differ slightly. A bool or a
+    # string so that run ids of existing results (false/true) stay as they were.
     compile: bool | str = False
     tf32: bool = False  # allow TF32 matrix products on the GPU (changes numerics: opt-in)
 
@@ -97,8 +99,8 @@ def validate(cfg: RunConfig) -> None:
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise BenchError(f"{name} must be a whole number >= 0 (0 means off), got {value!r}")
     if not (isinstance(cfg.compile, bool) or cfg.compile in COMPILE_MODES):
-        raise BenchError(f"compile must be false, true, 'max-autotune' or 'cudagraphs', got {cfg.compile!r}; "
-                         "e.g. --compile or --compile max-autotune")
+        raise BenchError(f"compile must be false, true, {', '.join(repr(m) for m in COMPILE_MODES)}, got "
+                         f"{cfg.compile!r}; e.g. --compile or --compile max-autotune")
     schedules.ratio_schedule(cfg.ratio_schedule)
     schedules.interval_profile(cfg.interval)
     model_spec(cfg.model)

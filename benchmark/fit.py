@@ -30,6 +30,7 @@ from .task import Task, coordinate_grid
 
 DIVERGENCE_CHECK_EVERY = 100  # iterations between the (host-syncing) finiteness checks of the loss
 CALLBACK_EVERY = 100  # iterations between calls of `callback(iteration, psnr)`
+RECOMPILE_LIMIT = 256  # compiled graphs kept per function in one process (torch's default: 8)
 
 
 class RunStopped(Exception):
@@ -211,6 +212,9 @@ def compiled(model: torch.nn.Module, mode: bool | str, static_shapes: bool):
     graph per batch size (faster kernels; every registered strategy keeps one size under a constant ratio, a
     new strategy whose size varies anyway would recompile), else torch's automatic dynamic shapes (a size that
     changes gets one graph for all sizes)."""
+    # Every run of a grid compiles the same forward: each batch size or image size adds a graph to its cache,
+    # and past torch's default of 8 a run would fall back to eager without a word (slower, and timed so).
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
     return torch.compile(model, mode=COMPILE_MODES.get(mode) if isinstance(mode, str) else None,
                          dynamic=False if static_shapes else None)
 

@@ -267,7 +267,9 @@ def test_fit_is_reproducible_under_a_seed():
 
 
 @pytest.mark.parametrize("mode,strategy,schedule", [(True, "nint", "constant"), ("max-autotune", "nint", "constant"),
-                                                    ("cudagraphs", "nint", "constant"), (True, "soft-mining", "linear")])
+                                                    ("cudagraphs", "nint", "constant"),
+                                                    ("reduce-overhead", "uniform", "constant"),
+                                                    (True, "soft-mining", "linear")])
 def test_compiled_fit_follows_the_eager_fit(mode, strategy, schedule):
     """--compile only fuses kernels: its one-off compile happens before the timed loop (without touching the
     parameters or the optimizer), so the loss and PSNR trajectory match eager's up to rounding."""
@@ -345,6 +347,22 @@ def test_compile_warm_up_builds_every_graph_the_timed_steps_use(strategy, schedu
     assert len(sizes) > 2 if schedule == "linear" else batch.coords is not None
 
 
+def test_a_long_grid_of_compiled_runs_never_falls_back_to_eager():
+    """One process compiles the same forward for every run of a grid; each new batch or image size is a new
+    graph. Past torch's default limit of 8 graphs, later runs would silently run eager: compiled() lifts it."""
+    from torch._dynamo.utils import counters
+
+    from benchmark.fit import compiled
+    from benchmark.models import build_model
+
+    torch._dynamo.reset()
+    counters.clear()
+    with torch.no_grad():
+        for n in range(1, 13):  # 12 runs, each with its own model and input size
+            compiled(build_model("siren", {"depth": 1, "width": 4}), True, static_shapes=True)(torch.zeros(n, 2))
+    assert counters["frames"]["ok"] == 12
+
+
 def test_compile_modes_reach_the_run_config_and_keep_old_run_ids(tmp_path, capsys):
     """--compile is inductor's default mode (stored as true, as before), --compile max-autotune is stored by name;
     any other value is refused in one line."""
@@ -354,7 +372,8 @@ def test_compile_modes_reach_the_run_config_and_keep_old_run_ids(tmp_path, capsy
     assert config(strategy="uniform", compile=False).run_id == base.run_id
     assert len({base.run_id, config(strategy="uniform", compile=True).run_id,
                 config(strategy="uniform", compile="max-autotune").run_id}) == 3
-    with pytest.raises(BenchError, match=r"^compile must be false, true, 'max-autotune' or 'cudagraphs', got 'fast'; e\.g\."):
+    with pytest.raises(BenchError, match=r"^compile must be false, true, 'max-autotune', 'cudagraphs', "
+                                        r"'reduce-overhead', got 'fast'; e\.g\."):
         config(strategy="uniform", compile="fast")
     out = tmp_path / "r"
     assert run_benchmark.main(["--suite", "builtin", "--max-images", "1", "--max-size", "16", "--iters", "3",
