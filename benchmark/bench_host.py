@@ -28,7 +28,7 @@ import datasets
 import strategies
 from benchmark.bench_speed import make_task
 from benchmark.config import COMPILE_MODES
-from benchmark.fit import train_step
+from benchmark.fit import compiled, train_step
 from benchmark.store import atomic_write_text
 
 WARMUP_STEPS = 100
@@ -39,7 +39,7 @@ def measure(img, strategy: str, mode: str, steps: int, profile_steps: int, devic
     torch._dynamo.reset()  # each row compiles afresh: no row inherits another's graphs or recompile count
     task = make_task(img, device, iters=5000)
     if mode != "eager":
-        task.predict = torch.compile(task.model, mode=COMPILE_MODES.get(mode), dynamic=False)
+        task.predict = compiled(task.model, True if mode == "default" else mode, static_shapes=True)
     cls, params = strategies.resolve(strategy)
     strat = cls(task, **params)
     cuda = device.startswith("cuda")
