@@ -16,8 +16,8 @@ W&B on), but the release imports them at start-up, and LPIPS's AlexNet cannot be
 `wandb`, `lpips` and (when absent) `torchaudio` are replaced by empty import-only modules. This suite's
 `nint-released` (the release's score and decay) and `nint` then run on the same PNG with the same seeds,
 in fp32 and with `--tf32` (`--variants` adds `compile`, `compile+tf32`, `max-autotune`, `max-autotune+tf32`,
-`cudagraphs+tf32`; a compiled variant first runs a 30-iteration fit whose wall time, the one-off compile and
-autotuning, is reported as `compile_s` and kept out of the per-iteration figures). The JSON lands in
+`cudagraphs+tf32`, `bf16-scoring+tf32`; a compiled variant first runs a 30-iteration fit whose wall time, the
+one-off compile and autotuning, is reported as `compile_s` and kept out of the per-iteration figures). The JSON lands in
 results/bench/<name>-<gpu>.json (`--name`, default "release") and a table is printed.
 """
 from __future__ import annotations
@@ -51,7 +51,8 @@ STUBS = {
 VARIANTS = {"fp32": {}, "tf32": {"tf32": True}, "compile": {"compile": True},
             "compile+tf32": {"compile": True, "tf32": True}, "max-autotune": {"compile": "max-autotune"},
             "max-autotune+tf32": {"compile": "max-autotune", "tf32": True},
-            "cudagraphs+tf32": {"compile": "cudagraphs", "tf32": True}}
+            "cudagraphs+tf32": {"compile": "cudagraphs", "tf32": True},
+            "bf16-scoring+tf32": {"bf16_scoring": True, "tf32": True}}
 MODES = {
     "train": ["TRAIN_CONFIGS.no_io=1"],
     "psnr": ["METRIC_LOGGING.log_ssim=0", "WANDB_CONFIGS.log_ssim=0"],

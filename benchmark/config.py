@@ -17,7 +17,7 @@ COMPILE_MODES = {"max-autotune": "max-autotune-no-cudagraphs", "cudagraphs": "ma
 # Fields that do not change what is computed, so they stay out of the run id.
 NON_SEMANTIC = {"chunk_size", "suite"}
 # Fields added after results were published: left out of the run id at their default, so those run ids stay.
-OMITTED_AT_DEFAULT = {"psnr_every": 1}
+OMITTED_AT_DEFAULT = {"psnr_every": 1, "bf16_scoring": False}
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,9 @@ class RunConfig:
     # string so that run ids of existing results (false/true) stay as they were.
     compile: bool | str = False
     tf32: bool = False  # allow TF32 matrix products on the GPU (changes numerics: opt-in)
+    # INT and NINT rank pixels by a forward with bf16 matrix products (SIREN only; changes which pixels are
+    # picked: opt-in). Metrics always come from a float32 forward.
+    bf16_scoring: bool = False
 
     def __post_init__(self) -> None:
         validate(self)
@@ -101,6 +104,11 @@ def validate(cfg: RunConfig) -> None:
     if not (isinstance(cfg.compile, bool) or cfg.compile in COMPILE_MODES):
         raise BenchError(f"compile must be false, true, {', '.join(repr(m) for m in COMPILE_MODES)}, got "
                          f"{cfg.compile!r}; e.g. --compile or --compile max-autotune")
+    if not isinstance(cfg.bf16_scoring, bool):
+        raise BenchError(f"bf16_scoring must be true or false, got {cfg.bf16_scoring!r}")
+    if cfg.bf16_scoring and cfg.model != "siren":
+        raise BenchError(f"--bf16-scoring is implemented for the siren model only, got model {cfg.model!r}; "
+                         "drop --bf16-scoring for this model")
     schedules.ratio_schedule(cfg.ratio_schedule)
     schedules.interval_profile(cfg.interval)
     model_spec(cfg.model)

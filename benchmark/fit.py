@@ -98,8 +98,11 @@ def fit(cfg: RunConfig, image: np.ndarray, device: torch.device | str = "cpu", l
     generator.manual_seed(cfg.seed)
     # A constant ratio keeps every batch size fixed, so the compiled graphs can be specialised to their shapes.
     predict = compiled(model, cfg.compile, static_shapes=cfg.ratio_schedule == "constant") if cfg.compile else model
+    score = None
+    if cfg.bf16_scoring:
+        score = compiled(model.forward_bf16, cfg.compile, static_shapes=True) if cfg.compile else model.forward_bf16
     task = Task(model, coordinate_grid(height, width, device), targets, to_uint8(image), height, width,
-                cfg.iters, cfg.mt_ratio, cfg.ratio_schedule, cfg.interval, generator, cfg.chunk_size, predict)
+                cfg.iters, cfg.mt_ratio, cfg.ratio_schedule, cfg.interval, generator, cfg.chunk_size, predict, score)
     cls, params = resolve(cfg.strategy, cfg.params)
     strategy = cls(task, **params)
     # --compile also fuses Adam's update into one kernel on a GPU (same update rule, rounding may differ)
@@ -205,7 +208,7 @@ def fit(cfg: RunConfig, image: np.ndarray, device: torch.device | str = "cpu", l
     return FitResult(metrics, status, diverged_at, float(cumulative[rows - 1]), height, width, peak)
 
 
-def compiled(model: torch.nn.Module, mode: bool | str, static_shapes: bool):
+def compiled(model: Callable[[torch.Tensor], torch.Tensor], mode: bool | str, static_shapes: bool):
     """torch.compile'd model (see RunConfig.compile for the modes). With "cudagraphs" the compiled forward and
     backward are replayed as CUDA graphs (on a GPU); the optimizer and the strategy's selection stay eager
     between them, and a full prediction is read before the next forward replays over it. `static_shapes`: one

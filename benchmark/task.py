@@ -36,6 +36,8 @@ class Task:
     generator: torch.Generator
     chunk_size: int = 0  # 0: one pass over all pixels; else chunks of this many pixels
     predict: Callable[[torch.Tensor], torch.Tensor] | None = None  # e.g. the compiled model; default: model
+    # --bf16-scoring: an approximate forward that strategies rank pixels by (None: rank by `predict`)
+    score_predict: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     def __post_init__(self) -> None:
         if self.predict is None:
@@ -71,6 +73,20 @@ class Task:
     def forward_full(self) -> torch.Tensor:
         """Prediction for every pixel under the current parameters, without autograd, chunked."""
         outs = [self.predict(self.coords[c]) for c in self.chunks()]
+        return outs[0] if len(outs) == 1 else torch.cat(outs)
+
+    @property
+    def exact_scoring(self) -> bool:
+        """Is the scoring forward the model's own (so its prediction may also serve the metrics)?"""
+        return self.score_predict is None
+
+    @torch.no_grad()
+    def forward_scoring(self) -> torch.Tensor:
+        """The prediction of every pixel that a strategy ranks pixels by: `forward_full`, or under
+        --bf16-scoring a cheaper approximate one, which is never used for metrics."""
+        if self.exact_scoring:
+            return self.forward_full()
+        outs = [self.score_predict(self.coords[c]) for c in self.chunks()]
         return outs[0] if len(outs) == 1 else torch.cat(outs)
 
     def random_keys(self) -> torch.Tensor:

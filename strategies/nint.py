@@ -16,7 +16,8 @@ class NINT(Strategy):
     between; once its share falls below `cutoff` the NTK is no longer computed (the cache keeps being cut).
     Switches: `score` "kg" (K·g, the paper) or "primal" (‖f(x)‖², the release); `decay` "paper"
     (exp(−λ⌊u/α⌋)) or "released" (exp(⌊−λu/α⌋)); `top_k` off draws the NTK part ∝ (s − min s) and the
-    residual part uniformly. `ntk_share` None means 1 − ξ.
+    residual part uniformly. `ntk_share` None means 1 − ξ. Under --bf16-scoring the residual part ranks by the
+    approximate forward (the NTK part stays float32).
     """
 
     defaults = {
@@ -90,7 +91,7 @@ class NINT(Strategy):
         if n >= task.n_pixels:
             return Batch(indices=None)
         if pred is None:
-            pred = task.forward_full()
+            pred = task.forward_scoring()  # the NTK's own prediction above is always exact
         n_ntk, n_res, _ = self.split(n)
         ntk_idx = self.cached[:n_ntk]
         taken = torch.zeros(task.n_pixels, dtype=torch.bool, device=task.device)
@@ -108,10 +109,10 @@ class NINT(Strategy):
         if n_rand > 0:
             keys = task.random_keys().masked_fill_(taken, -1.0)
             parts.append(torch.topk(keys, n_rand, sorted=False).indices)
-        return Batch(indices=torch.cat(parts), full_pred=pred)
+        return Batch(indices=torch.cat(parts), full_pred=pred if task.exact_scoring else None)
 
     def provides_full_pred(self, step):
-        return self._recompute_here(step)
+        return self._recompute_here(step) and self.task.exact_scoring
 
 
 @register_strategy("nint-released")

@@ -60,6 +60,8 @@ def test_mt_ratio_outside_0_1(capsys, tmp_path, ratio):
     (["--lr", "-0.001"], "lr must be a positive number, got -0.001; e.g. --lr 1e-4"),
     (["--eval-every", "0"], "eval_every must be a whole number >= 1, got 0"),
     (["--psnr-every", "0"], "psnr_every must be a whole number >= 1, got 0"),
+    (["--model", "ffn", "--bf16-scoring"], "--bf16-scoring is implemented for the siren model only, got model "
+                                           "'ffn'; drop --bf16-scoring for this model"),
     (["--chunk-size", "-5"], "chunk_size must be a whole number >= 0 (0 means off), got -5"),
     (["--max-size", "-1"], "max_size must be a whole number >= 0 (0 means off), got -1"),
     (["--ratio-schedule", "bogus"], "unknown ratio schedule 'bogus'; choose one of constant, linear, step, cosine, "

@@ -257,6 +257,49 @@ def test_psnr_every_records_the_same_rows_for_every_strategy_and_trains_the_same
     assert config(psnr_every=1).run_id == config().run_id != config(psnr_every=3).run_id
 
 
+def test_bf16_scoring_keeps_neighbouring_pixels_apart_and_stays_close_to_float32():
+    """SIREN's bf16 scoring forward: the first layer in float32, so the 768 columns of a Kodak-wide row keep
+    768 distinct predictions (bf16 coordinates would merge neighbours); the rest close to float32's output."""
+    from benchmark.models import build_model
+    from benchmark.task import coordinate_grid
+
+    torch.manual_seed(0)
+    model = build_model("siren", {"depth": 3, "width": 32})
+    coords = coordinate_grid(1, 768)
+    with torch.no_grad():
+        exact, low = model(coords), model.forward_bf16(coords)
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # what the first layer must not do
+            merged = model(coords).float()
+    assert low.dtype == torch.float32
+    assert len(torch.unique(low[:, 0])) == 768 > len(torch.unique(merged[:, 0]))
+    assert 0 < float((low - exact).norm() / exact.norm()) < 0.05
+
+
+@pytest.mark.parametrize("strategy", ["int", "nint"])
+def test_bf16_scoring_ranks_by_the_approximate_forward_and_never_reports_it(strategy, monkeypatch):
+    """Under --bf16-scoring INT and NINT rank by the bf16 forward, while every PSNR row comes from the fit
+    loop's own float32 forward (one per row here); without it their full forward serves both."""
+    img = tiny_image()
+    scored, calls = [], []
+    original_full, original_score = Task.forward_full, Task.forward_scoring
+    monkeypatch.setattr(Task, "forward_full", lambda self: calls.append(1) or original_full(self))
+    monkeypatch.setattr(Task, "forward_scoring",
+                        lambda self: scored.append(self.exact_scoring) or original_score(self))
+    low = fit(config(strategy=strategy, bf16_scoring=True), img).metrics
+    assert scored and not any(scored) and len(calls) == 13  # rows 0..12, each evaluated in float32
+    scored.clear(), calls.clear()
+    exact = fit(config(strategy=strategy), img).metrics
+    assert scored and all(scored) and len(calls) == len(scored) + 1  # the scoring forward serves the rows
+    assert low["psnr"].notna().all() and low["psnr"].iloc[0] == exact["psnr"].iloc[0]
+    assert config(bf16_scoring=False).run_id == config().run_id != config(bf16_scoring=True).run_id
+
+
+def test_bf16_scoring_is_refused_for_models_without_it():
+    with pytest.raises(BenchError, match=r"^--bf16-scoring is implemented for the siren model only, got model "
+                                         r"'relu-mlp'; drop --bf16-scoring"):
+        config(model="relu-mlp", model_params={}, bf16_scoring=True)
+
+
 def test_fit_is_reproducible_under_a_seed():
     img = tiny_image()
     a, b = fit(config(strategy="nint", seed=5), img).metrics, fit(config(strategy="nint", seed=5), img).metrics
