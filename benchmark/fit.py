@@ -4,8 +4,11 @@ Row t of the result describes the model after t updates (t = 0 … T): its PSNR 
 every t), SSIM/LPIPS (every `eval_every`), both also at T, the cumulative train-seconds of those t updates, and
 the loss and sampled fraction of update t. Train-seconds cover selection (scoring forwards, NTK VJP/JVP),
 forward, backward and the optimiser step; on a GPU they are read from CUDA events around each step, so no step
-waits on the host. When a strategy already ran a no-grad forward of every pixel under the current parameters,
-that forward is reused for the PSNR instead of running another one.
+waits on the host. Each evaluation ends by waiting for the GPU: otherwise the host, idle while the GPU
+evaluates, would queue the next step in advance, and a step whose kernels take less time than the host needs
+to queue them would be timed faster after an evaluated row than after a plain one. When a strategy already ran
+a no-grad forward of every pixel under the current parameters, that forward is reused for the PSNR instead of
+running another one.
 """
 from __future__ import annotations
 
@@ -135,6 +138,7 @@ def fit(cfg: RunConfig, image: np.ndarray, device: torch.device | str = "cpu", l
                 ssim_hist[t] = ssim(img, target_img)
             if lpips_metric is not None and can_lpips:
                 lpips_hist[t] = lpips_metric(img, target_img)
+        wait_for_device(device)  # the next step starts with an empty queue (module docstring)
 
     # The first Adam step of a process imports part of torch's compiler stack (seconds on a CPU): do one
     # throw-away step on a dummy tensor so that one-off cost never lands in a run's train-seconds.
@@ -206,6 +210,12 @@ def fit(cfg: RunConfig, image: np.ndarray, device: torch.device | str = "cpu", l
     })
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
     return FitResult(metrics, status, diverged_at, float(cumulative[rows - 1]), height, width, peak)
+
+
+def wait_for_device(device: torch.device) -> None:
+    """Block the host until the GPU has run everything queued (nothing to wait for on the CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def compiled(model: Callable[[torch.Tensor], torch.Tensor], mode: bool | str, static_shapes: bool):

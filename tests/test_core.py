@@ -257,6 +257,18 @@ def test_psnr_every_records_the_same_rows_for_every_strategy_and_trains_the_same
     assert config(psnr_every=1).run_id == config().run_id != config(psnr_every=3).run_id
 
 
+@pytest.mark.parametrize("strategy", ["uniform", "int"])
+def test_every_evaluation_ends_by_waiting_for_the_device(strategy, monkeypatch):
+    """After each evaluated row the host waits for the GPU, so the next step cannot be queued in advance while
+    the GPU evaluates: a host-bound step is then timed the same after an evaluated row as after a plain one."""
+    import benchmark.fit as fit_module
+
+    waits = []
+    monkeypatch.setattr(fit_module, "wait_for_device", lambda device: waits.append(device.type))
+    m = fit(config(strategy=strategy, psnr_every=3), tiny_image()).metrics
+    assert waits == ["cpu"] * int(m["psnr"].notna().sum())
+
+
 def test_bf16_scoring_keeps_neighbouring_pixels_apart_and_stays_close_to_float32():
     """SIREN's bf16 scoring forward: the first layer in float32, so the 768 columns of a Kodak-wide row keep
     768 distinct predictions (bf16 coordinates would merge neighbours); the rest close to float32's output."""
