@@ -299,7 +299,8 @@ def test_bf16_scoring_ranks_by_the_approximate_forward_and_never_reports_it(stra
                         lambda self: scored.append(self.exact_scoring) or original_score(self))
     low = fit(config(strategy=strategy, bf16_scoring=True), img).metrics
     assert scored and not any(scored) and len(calls) == 13  # rows 0..12, each evaluated in float32
-    scored.clear(), calls.clear()
+    scored.clear()
+    calls.clear()
     exact = fit(config(strategy=strategy), img).metrics
     assert scored and all(scored) and len(calls) == len(scored) + 1  # the scoring forward serves the rows
     assert low["psnr"].notna().all() and low["psnr"].iloc[0] == exact["psnr"].iloc[0]
