@@ -26,7 +26,7 @@ import torch
 
 import datasets
 import strategies
-from benchmark.bench_speed import make_task
+from benchmark.bench_speed import make_task, sync
 from benchmark.config import COMPILE_MODES
 from benchmark.fit import compiled, train_step
 from benchmark.store import atomic_write_text
@@ -49,7 +49,7 @@ def measure(img, strategy: str, mode: str, steps: int, profile_steps: int, devic
         train_step(strat, opt, t)
         if t % 10 == 0:
             task.forward_full()
-    sync(device)
+    sync()
     warm_s = time.perf_counter() - t0
     start = torch.cuda.Event(enable_timing=True) if cuda else None
     end = torch.cuda.Event(enable_timing=True) if cuda else None
@@ -61,7 +61,7 @@ def measure(img, strategy: str, mode: str, steps: int, profile_steps: int, devic
     if cuda:
         end.record()
     host_ms = (time.perf_counter() - t0) / steps * 1000
-    sync(device)
+    sync()
     gpu_ms = start.elapsed_time(end) / steps if cuda else host_ms
     kernel_ms, kernels = kernel_time(strat, opt, WARMUP_STEPS + steps, profile_steps, device)
     return {"strategy": strategy, "mode": mode, "gpu_ms": gpu_ms, "host_ms": host_ms, "kernel_ms": kernel_ms,
@@ -77,14 +77,9 @@ def kernel_time(strat, opt, first: int, n: int, device: str) -> tuple[float | No
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         for t in range(first, first + n):
             train_step(strat, opt, t)
-        sync(device)
+        sync()
     events = [e for e in prof.key_averages() if e.device_time_total > 0]
     return (sum(e.device_time_total for e in events) / n / 1000.0, sum(e.count for e in events) / n)
-
-
-def sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
 
 
 def print_table(rows: list[dict]) -> None:

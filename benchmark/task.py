@@ -72,8 +72,7 @@ class Task:
     @torch.no_grad()
     def forward_full(self) -> torch.Tensor:
         """Prediction for every pixel under the current parameters, without autograd, chunked."""
-        outs = [self.predict(self.coords[c]) for c in self.chunks()]
-        return outs[0] if len(outs) == 1 else torch.cat(outs)
+        return self._every_pixel(self.predict)
 
     @property
     def exact_scoring(self) -> bool:
@@ -86,7 +85,11 @@ class Task:
         --bf16-scoring a cheaper approximate one, which is never used for metrics."""
         if self.exact_scoring:
             return self.forward_full()
-        outs = [self.score_predict(self.coords[c]) for c in self.chunks()]
+        return self._every_pixel(self.score_predict)
+
+    def _every_pixel(self, forward: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """`forward` over the coordinate grid, chunk by chunk, concatenated."""
+        outs = [forward(self.coords[c]) for c in self.chunks()]
         return outs[0] if len(outs) == 1 else torch.cat(outs)
 
     def random_keys(self) -> torch.Tensor:
