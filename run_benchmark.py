@@ -62,6 +62,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--tf32", action="store_true", help="TF32 matrix products (faster, changes numerics; opt-in)")
     p.add_argument("--bf16-scoring", action="store_true",
                    help="INT and NINT rank pixels by a bf16 forward (SIREN; faster, changes the picks; opt-in)")
+    p.add_argument("--graph-steps", action="store_true",
+                   help="replay each step after its selection as one CUDA graph (GPU; constant ratio and lr)")
     p.add_argument("--out", help="results directory (default results/<suite>)")
     p.add_argument("--devices", help="comma-separated devices (default: every visible GPU, else cpu)")
     p.add_argument("--workers-per-device", type=int, default=1,
@@ -160,7 +162,7 @@ def run(argv: list[str]) -> int:
         psnr_every=settings.get("psnr_every", 1),
         lpips=not args.no_lpips, max_size=settings.get("max_size", 0), chunk_size=settings.get("chunk_size", 0),
         compile={None: False, "default": True}.get(args.compile, args.compile), tf32=args.tf32,
-        bf16_scoring=args.bf16_scoring,
+        bf16_scoring=args.bf16_scoring, graph_steps=args.graph_steps,
     )
     seeds = parse_seeds(str(settings.get("seeds", "0")))
     jobs = []

@@ -29,26 +29,31 @@ import strategies
 from benchmark.bench_speed import make_task, sync
 from benchmark.config import COMPILE_MODES
 from benchmark.fit import compiled, train_step
+from benchmark.step_graphs import StepGraphs
 from benchmark.store import atomic_write_text
 
 WARMUP_STEPS = 100
 
 
 def measure(img, strategy: str, mode: str, steps: int, profile_steps: int, device: str) -> dict:
-    """One strategy under one compile mode ("eager", "default" or a --compile mode name)."""
+    """One strategy under one mode: "eager", "default" (--compile), a --compile mode name, or "graph-steps"
+    (--compile --graph-steps)."""
     torch._dynamo.reset()  # each row compiles afresh: no row inherits another's graphs or recompile count
     task = make_task(img, device, iters=5000)
     if mode != "eager":
-        task.predict = compiled(task.model, True if mode == "default" else mode, static_shapes=True)
+        task.predict = compiled(task.model, mode if mode in COMPILE_MODES else True, static_shapes=True)
     cls, params = strategies.resolve(strategy)
     strat = cls(task, **params)
     cuda = device.startswith("cuda")
-    opt = torch.optim.Adam(task.model.parameters(), lr=1e-4, fused=cuda)
+    opt = torch.optim.Adam(task.model.parameters(), lr=1e-4, fused=cuda, capturable=mode == "graph-steps")
+    graphs = StepGraphs(task, opt, task.predict) if mode == "graph-steps" else None
     t0 = time.perf_counter()
     for t in range(WARMUP_STEPS):  # compiles, and the evaluation graph as the fit loop would
-        train_step(strat, opt, t)
+        train_step(strat, opt, t, graphs)
         if t % 10 == 0:
             task.forward_full()
+        if graphs is not None and t == 0:
+            graphs.prepare(strat, strat.select(1), 1)  # as the fit loop does before its timed steps
     sync()
     warm_s = time.perf_counter() - t0
     start = torch.cuda.Event(enable_timing=True) if cuda else None
@@ -57,18 +62,18 @@ def measure(img, strategy: str, mode: str, steps: int, profile_steps: int, devic
     if cuda:
         start.record()
     for t in range(WARMUP_STEPS, WARMUP_STEPS + steps):
-        train_step(strat, opt, t)
+        train_step(strat, opt, t, graphs)
     if cuda:
         end.record()
     host_ms = (time.perf_counter() - t0) / steps * 1000
     sync()
     gpu_ms = start.elapsed_time(end) / steps if cuda else host_ms
-    kernel_ms, kernels = kernel_time(strat, opt, WARMUP_STEPS + steps, profile_steps, device)
+    kernel_ms, kernels = kernel_time(strat, opt, graphs, WARMUP_STEPS + steps, profile_steps, device)
     return {"strategy": strategy, "mode": mode, "gpu_ms": gpu_ms, "host_ms": host_ms, "kernel_ms": kernel_ms,
             "kernels_per_step": kernels, "warmup_s": warm_s, "steps": steps}
 
 
-def kernel_time(strat, opt, first: int, n: int, device: str) -> tuple[float | None, float | None]:
+def kernel_time(strat, opt, graphs, first: int, n: int, device: str) -> tuple[float | None, float | None]:
     """Sum of the GPU kernels' durations per step, and the number of kernels per step (None off CUDA)."""
     if not device.startswith("cuda"):
         return None, None
@@ -76,7 +81,7 @@ def kernel_time(strat, opt, first: int, n: int, device: str) -> tuple[float | No
 
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         for t in range(first, first + n):
-            train_step(strat, opt, t)
+            train_step(strat, opt, t, graphs)
         sync()
     events = [e for e in prof.key_averages() if e.device_time_total > 0]
     return (sum(e.device_time_total for e in events) / n / 1000.0, sum(e.count for e in events) / n)
@@ -100,7 +105,7 @@ def main(argv=None) -> int:
     ap.add_argument("--table", help="reprint the table of a saved host-*.json instead of measuring")
     ap.add_argument("--strategies", default="standard,uniform,egra,expansive,soft-mining,evos,int,nint")
     ap.add_argument("--modes", default="default,reduce-overhead",
-                    help="comma-separated: eager, default, " + ", ".join(COMPILE_MODES))
+                    help="comma-separated: eager, default, graph-steps, " + ", ".join(COMPILE_MODES))
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--profile-steps", type=int, default=10)
     ap.add_argument("--name", default="host")
@@ -112,9 +117,10 @@ def main(argv=None) -> int:
     if not args.image:
         ap.error("--image is required (or --table JSON to reprint a saved run)")
     modes = [m for m in args.modes.split(",") if m]
-    unknown = [m for m in modes if m not in ("eager", "default", *COMPILE_MODES)]
+    unknown = [m for m in modes if m not in ("eager", "default", "graph-steps", *COMPILE_MODES)]
     if unknown:
-        ap.error(f"unknown mode(s) {', '.join(unknown)}; choose from eager, default, {', '.join(COMPILE_MODES)}")
+        ap.error(f"unknown mode(s) {', '.join(unknown)}; choose from eager, default, graph-steps, "
+                 f"{', '.join(COMPILE_MODES)}")
     device = "cuda" if torch.cuda.is_available() else "cpu"
     gpu = torch.cuda.get_device_name() if device == "cuda" else "cpu"
     img = datasets.load_image(args.image)

@@ -16,8 +16,10 @@ W&B on), but the release imports them at start-up, and LPIPS's AlexNet cannot be
 `wandb`, `lpips` and (when absent) `torchaudio` are replaced by empty import-only modules. This suite's
 `nint-released` (the release's score and decay) and `nint` then run on the same PNG with the same seeds,
 in fp32 and with `--tf32` (`--variants` adds `compile`, `compile+tf32`, `max-autotune`, `max-autotune+tf32`,
-`cudagraphs+tf32`, `bf16-scoring+tf32`; a compiled variant first runs a 30-iteration fit whose wall time, the
-one-off compile and autotuning, is reported as `compile_s` and kept out of the per-iteration figures). The JSON lands in
+`cudagraphs+tf32`, `bf16-scoring+tf32`, `graph-steps+tf32`, `compile+graph-steps+tf32` and
+`compile+graph-steps+bf16-scoring+tf32`). Each variant's PSNR trajectory is compared with this suite's fp32 one
+(same seeds). A compiled variant first runs a 30-iteration fit whose wall time, the one-off compile and
+autotuning, is reported as `compile_s` and kept out of the per-iteration figures. The JSON lands in
 results/bench/<name>-<gpu>.json (`--name`, default "release") and a table is printed.
 """
 from __future__ import annotations
@@ -52,7 +54,11 @@ VARIANTS = {"fp32": {}, "tf32": {"tf32": True}, "compile": {"compile": True},
             "compile+tf32": {"compile": True, "tf32": True}, "max-autotune": {"compile": "max-autotune"},
             "max-autotune+tf32": {"compile": "max-autotune", "tf32": True},
             "cudagraphs+tf32": {"compile": "cudagraphs", "tf32": True},
-            "bf16-scoring+tf32": {"bf16_scoring": True, "tf32": True}}
+            "bf16-scoring+tf32": {"bf16_scoring": True, "tf32": True},
+            "graph-steps+tf32": {"graph_steps": True, "tf32": True},
+            "compile+graph-steps+tf32": {"compile": True, "graph_steps": True, "tf32": True},
+            "compile+graph-steps+bf16-scoring+tf32": {"compile": True, "graph_steps": True, "bf16_scoring": True,
+                                                      "tf32": True}}
 MODES = {
     "train": ["TRAIN_CONFIGS.no_io=1"],
     "psnr": ["METRIC_LOGGING.log_ssim=0", "WANDB_CONFIGS.log_ssim=0"],
@@ -113,6 +119,19 @@ def mean(xs):
     return statistics.fmean(xs) if xs else float("nan")
 
 
+def trajectory_vs_fp32(ours: list[dict], strategy: str, variant: str) -> dict:
+    """How far a variant's PSNR trajectory (mean over the seeds both ran) lies from this suite's fp32 one:
+    the mean and the largest absolute difference over the iterations, and the difference at the last."""
+    fp32 = {r["seed"]: r["psnr"] for r in ours if r["strategy"] == strategy and r["variant"] == "fp32"}
+    runs = {r["seed"]: r["psnr"] for r in ours if r["strategy"] == strategy and r["variant"] == variant}
+    seeds = sorted(set(fp32) & set(runs))
+    if variant == "fp32" or not seeds:
+        return {}
+    diff = np.mean([np.asarray(runs[s], float) - np.asarray(fp32[s], float) for s in seeds], axis=0)
+    return {"vs_fp32_mean_abs_db": float(np.nanmean(np.abs(diff))), "vs_fp32_max_abs_db": float(np.nanmax(np.abs(diff))),
+            "vs_fp32_last_db": float(diff[-1])}
+
+
 def summarise(report: dict) -> list[dict]:
     """One row per configuration: mean over seeds of ms/it and of PSNR after iters-1 updates."""
     rows = []
@@ -128,7 +147,8 @@ def summarise(report: dict) -> list[dict]:
             if runs:
                 tag = f"ours {strategy}" + ("" if variant == "fp32" else f" {variant}")
                 rows.append({"name": tag + " train", "ms": mean(r["ms_median"] for r in runs),
-                             "psnr": mean(r["psnr_last"] for r in runs), "seeds": len(runs)})
+                             "psnr": mean(r["psnr_last"] for r in runs), "seeds": len(runs),
+                             **trajectory_vs_fp32(report["ours"], strategy, variant)})
                 rows.append({"name": tag + " default", "ms": mean(r["user_ms"] for r in runs),
                              "psnr": float("nan"), "seeds": len(runs)})
     base = {r["name"]: r for r in rows}
@@ -142,14 +162,18 @@ def summarise(report: dict) -> list[dict]:
 
 def print_table(report: dict) -> None:
     it = report["iters"]
-    print(f"\n{'configuration':30s} {'ms/it':>8s} {'x release':>9s} {f'PSNR@{it - 1}':>10s} {'vs release':>10s} "
-          f"{'seeds':>5s}")
+    width = max(30, *(len(r["name"]) for r in report["summary"]))
+    print(f"\n{'configuration':{width}s} {'ms/it':>8s} {'x release':>9s} {f'PSNR@{it - 1}':>10s} {'vs release':>10s} "
+          f"{'seeds':>5s} {'vs fp32: last':>13s} {'mean |d|':>8s} {'max |d|':>8s}")
     for r in report["summary"]:
-        print(f"{r['name']:30s} {r['ms']:8.2f} {r['ratio_vs_release']:9.3f} {r['psnr']:10.3f} "
-              f"{r['psnr_minus_release']:+10.3f} {r['seeds']:5d}")
+        fp32 = (f" {r['vs_fp32_last_db']:+13.3f} {r['vs_fp32_mean_abs_db']:8.3f} {r['vs_fp32_max_abs_db']:8.3f}"
+                if "vs_fp32_last_db" in r else "")
+        print(f"{r['name']:{width}s} {r['ms']:8.2f} {r['ratio_vs_release']:9.3f} {r['psnr']:10.3f} "
+              f"{r['psnr_minus_release']:+10.3f} {r['seeds']:5d}{fp32}")
     print("ms/it: median step (train rows) or whole-run wall clock per iteration (default rows); x release: against "
           "'release train' or 'release default'; PSNR after iters-1 updates, mean over seeds; "
-          "'vs release': minus 'release psnr'.")
+          "'vs release': minus 'release psnr'; 'vs fp32': the variant's PSNR trajectory (mean over seeds) minus this "
+          "suite's fp32 one, at the last iteration, and its mean and largest absolute value over the iterations.")
 
 
 def save(report: dict, out: Path) -> Path:

@@ -14,10 +14,12 @@ from .models import model_spec
 LR_SCHEDULES = ("constant", "cosine")
 COMPILE_MODES = {"max-autotune": "max-autotune-no-cudagraphs", "cudagraphs": "max-autotune",  # ours -> torch's
                  "reduce-overhead": "reduce-overhead"}
+# A --graph-steps capture cannot hold torch's own CUDA graphs: the captured step compiles without them.
+WITHOUT_CUDAGRAPHS = {"cudagraphs": "max-autotune", "reduce-overhead": True}
 # Fields that do not change what is computed, so they stay out of the run id.
 NON_SEMANTIC = {"chunk_size", "suite"}
 # Fields added after results were published: left out of the run id at their default, so those run ids stay.
-OMITTED_AT_DEFAULT = {"psnr_every": 1, "bf16_scoring": False}
+OMITTED_AT_DEFAULT = {"psnr_every": 1, "bf16_scoring": False, "graph_steps": False}
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,9 @@ class RunConfig:
     # INT and NINT rank pixels by a forward with bf16 matrix products (SIREN only; changes which pixels are
     # picked: opt-in). Metrics always come from a float32 forward.
     bf16_scoring: bool = False
+    # Replay each step after its selection as one CUDA graph (benchmark/step_graphs.py): a GPU, a constant ratio
+    # and a constant lr; Adam is then built capturable.
+    graph_steps: bool = False
 
     def __post_init__(self) -> None:
         validate(self)
@@ -109,6 +114,11 @@ def validate(cfg: RunConfig) -> None:
     if cfg.bf16_scoring and cfg.model != "siren":
         raise BenchError(f"--bf16-scoring is implemented for the siren model only, got model {cfg.model!r}; "
                          "drop --bf16-scoring for this model")
+    if not isinstance(cfg.graph_steps, bool):
+        raise BenchError(f"graph_steps must be true or false, got {cfg.graph_steps!r}")
+    if cfg.graph_steps and (cfg.ratio_schedule != "constant" or cfg.lr_schedule != "constant"):
+        raise BenchError("--graph-steps needs a constant ratio and a constant lr (a captured step keeps its batch "
+                         f"size and lr), got --ratio-schedule {cfg.ratio_schedule} --lr-schedule {cfg.lr_schedule}")
     schedules.ratio_schedule(cfg.ratio_schedule)
     schedules.interval_profile(cfg.interval)
     model_spec(cfg.model)

@@ -26,9 +26,11 @@ from datasets import to_float, to_uint8
 from strategies import resolve
 from strategies.base import Strategy
 
-from .config import COMPILE_MODES, RunConfig
+from .config import COMPILE_MODES, WITHOUT_CUDAGRAPHS, RunConfig
+from .errors import BenchError
 from .metrics import psnr, ssim
 from .models import build_model
+from .step_graphs import StepGraphs
 from .task import Task, coordinate_grid
 
 DIVERGENCE_CHECK_EVERY = 100  # iterations between the (host-syncing) finiteness checks of the loss
@@ -108,8 +110,11 @@ def fit(cfg: RunConfig, image: np.ndarray, device: torch.device | str = "cpu", l
                 cfg.iters, cfg.mt_ratio, cfg.ratio_schedule, cfg.interval, generator, cfg.chunk_size, predict, score)
     cls, params = resolve(cfg.strategy, cfg.params)
     strategy = cls(task, **params)
+    if cfg.graph_steps and device.type != "cuda":
+        raise BenchError(f"--graph-steps needs a CUDA GPU, got device {device}; drop --graph-steps on this machine")
     # --compile also fuses Adam's update into one kernel on a GPU (same update rule, rounding may differ)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, fused=bool(cfg.compile) and device.type == "cuda")
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, fused=bool(cfg.compile) and device.type == "cuda",
+                                 capturable=cfg.graph_steps)
     scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.iters, eta_min=1e-6)
                  if cfg.lr_schedule == "cosine" else None)
 
@@ -153,12 +158,19 @@ def fit(cfg: RunConfig, image: np.ndarray, device: torch.device | str = "cpu", l
     try:
         if cfg.compile:
             compile_outside_timing(task, lambda scratch: cls(scratch, **params), cfg.lr)
+        graphs = None
+        if cfg.graph_steps:
+            step_predict = (compiled(model, WITHOUT_CUDAGRAPHS.get(cfg.compile, cfg.compile), static_shapes=True)
+                            if cfg.compile else model)
+            graphs = StepGraphs(task, optimizer, step_predict)
+            # a scratch selection of step 0 gives the batch size to capture; the fit's own stream is untouched
+            graphs.prepare(strategy, cls(scratch_copy(task), **params).select(0), 0)
         for t in range(T):
             promised = strategy.provides_full_pred(t)
             if not promised and due(t):
                 evaluate(t, task.forward_full())
             timer.start()
-            batch, pred, loss = train_step(strategy, optimizer, t)
+            batch, pred, loss = train_step(strategy, optimizer, t, graphs)
             if scheduler is not None:
                 scheduler.step()
             timer.stop()
@@ -232,11 +244,15 @@ def compiled(model: Callable[[torch.Tensor], torch.Tensor], mode: bool | str, st
                          dynamic=False if static_shapes else None)
 
 
-def train_step(strategy: Strategy, optimizer: torch.optim.Optimizer, t: int):
-    """One timed update: the strategy's selection, forward, loss, backward, its hook, the optimizer step.
+def train_step(strategy: Strategy, optimizer: torch.optim.Optimizer, t: int, graphs: StepGraphs | None = None):
+    """One timed update: the strategy's selection, forward, loss, backward, its hook, the optimizer step (all
+    after the selection replayed as one CUDA graph when `graphs` holds one for this step).
     Returns (batch, prediction of the batch, loss)."""
     task = strategy.task
     batch = strategy.select(t)
+    replayed = graphs.run(strategy, batch, t) if graphs is not None else None
+    if replayed is not None:
+        return batch, *replayed
     if batch.coords is not None:
         x, y = batch.coords, batch.targets
     elif batch.indices is None:
@@ -252,6 +268,13 @@ def train_step(strategy: Strategy, optimizer: torch.optim.Optimizer, t: int):
     return batch, pred, loss
 
 
+def scratch_copy(task: Task) -> Task:
+    """The task with a generator of its own, so untimed preparation never draws from the fit's random stream."""
+    generator = torch.Generator(device=task.device)
+    generator.manual_seed(0)
+    return dataclasses.replace(task, generator=generator)
+
+
 def compile_outside_timing(task: Task, make_strategy: Callable[[Task], Strategy], lr: float) -> None:
     """Run torch.compile's one-off compilation (seconds; minutes of autotuning with max-autotune) before the
     timed loop, so a compiled run's train-seconds hold only its steps. A scratch copy of the strategy, with its
@@ -260,9 +283,7 @@ def compile_outside_timing(task: Task, make_strategy: Callable[[Task], Strategy]
     parameters are restored. Every graph those steps need (no-grad full forward, training batch, Soft Mining's
     coordinate gradient, ...) is compiled, and the fit itself starts from the same state as an eager one."""
     saved = [p.detach().clone() for p in task.model.parameters()]
-    generator = torch.Generator(device=task.device)
-    generator.manual_seed(0)
-    scratch = dataclasses.replace(task, generator=generator)
+    scratch = scratch_copy(task)
     strategy = make_strategy(scratch)
     optimizer = torch.optim.Adam(task.model.parameters(), lr=lr)
     steps = [0, 1] if task.iters > 1 else [0]

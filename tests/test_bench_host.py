@@ -31,4 +31,4 @@ def test_bench_host_refuses_an_unknown_mode(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         bench_host.main(["--image", str(tmp_path / "x.png"), "--modes", "default,turbo"])
     assert exc.value.code == 2
-    assert "unknown mode(s) turbo; choose from eager, default, max-autotune" in capsys.readouterr().err
+    assert "unknown mode(s) turbo; choose from eager, default, graph-steps, max-autotune" in capsys.readouterr().err

@@ -54,6 +54,15 @@ def test_release_side_by_side_reads_the_release_timestamps(fake_release, tmp_pat
     assert {"wandb", "lpips"} <= set(report["stubbed_modules"])
     assert rows["ours nint-released max-autotune+tf32 train"]["seeds"] == 2
     assert list(report["compile_s"]) == ["nint-released max-autotune+tf32"]  # measured apart, fp32 compiles nothing
+    variant = rows["ours nint-released max-autotune+tf32 train"]
+    runs = {(r["variant"], r["seed"]): r["psnr"] for r in report["ours"]}
+    diffs = [b - a for s in (0, 1) for a, b in zip(runs["fp32", s], runs["max-autotune+tf32", s])]
+    assert variant["vs_fp32_max_abs_db"] >= variant["vs_fp32_mean_abs_db"] >= 0
+    assert variant["vs_fp32_max_abs_db"] <= max(abs(d) for d in diffs) + 1e-9
+    last = (runs["max-autotune+tf32", 0][-1] + runs["max-autotune+tf32", 1][-1]
+            - runs["fp32", 0][-1] - runs["fp32", 1][-1]) / 2
+    assert variant["vs_fp32_last_db"] == pytest.approx(last)
+    assert "vs_fp32_last_db" not in ours  # fp32 against itself is not reported
 
 
 def test_release_side_by_side_bad_input(fake_release, tmp_path, capsys):
