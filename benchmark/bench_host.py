@@ -46,7 +46,7 @@ def measure(img, strategy: str, mode: str, steps: int, profile_steps: int, devic
     strat = cls(task, **params)
     cuda = device.startswith("cuda")
     opt = torch.optim.Adam(task.model.parameters(), lr=1e-4, fused=cuda, capturable=mode == "graph-steps")
-    graphs = StepGraphs(task, opt, task.predict) if mode == "graph-steps" else None
+    graphs = StepGraphs(task, opt) if mode == "graph-steps" else None
     t0 = time.perf_counter()
     for t in range(WARMUP_STEPS):  # compiles, and the evaluation graph as the fit loop would
         train_step(strat, opt, t, graphs)

@@ -14,8 +14,6 @@ from .models import model_spec
 LR_SCHEDULES = ("constant", "cosine")
 COMPILE_MODES = {"max-autotune": "max-autotune-no-cudagraphs", "cudagraphs": "max-autotune",  # ours -> torch's
                  "reduce-overhead": "reduce-overhead"}
-# A --graph-steps capture cannot hold torch's own CUDA graphs: the captured step compiles without them.
-WITHOUT_CUDAGRAPHS = {"cudagraphs": "max-autotune", "reduce-overhead": True}
 # Fields that do not change what is computed, so they stay out of the run id.
 NON_SEMANTIC = {"chunk_size", "suite"}
 # Fields added after results were published: left out of the run id at their default, so those run ids stay.
@@ -119,6 +117,9 @@ def validate(cfg: RunConfig) -> None:
     if cfg.graph_steps and (cfg.ratio_schedule != "constant" or cfg.lr_schedule != "constant"):
         raise BenchError("--graph-steps needs a constant ratio and a constant lr (a captured step keeps its batch "
                          f"size and lr), got --ratio-schedule {cfg.ratio_schedule} --lr-schedule {cfg.lr_schedule}")
+    if cfg.graph_steps and cfg.compile in ("cudagraphs", "reduce-overhead"):
+        raise BenchError(f"--graph-steps cannot be combined with --compile {cfg.compile} (torch's own CUDA graphs "
+                         "break the step's capture); use --graph-steps with --compile or --compile max-autotune")
     schedules.ratio_schedule(cfg.ratio_schedule)
     schedules.interval_profile(cfg.interval)
     model_spec(cfg.model)

@@ -26,7 +26,7 @@ from datasets import to_float, to_uint8
 from strategies import resolve
 from strategies.base import Strategy
 
-from .config import COMPILE_MODES, WITHOUT_CUDAGRAPHS, RunConfig
+from .config import COMPILE_MODES, RunConfig
 from .errors import BenchError
 from .metrics import psnr, ssim
 from .models import build_model
@@ -160,9 +160,7 @@ def fit(cfg: RunConfig, image: np.ndarray, device: torch.device | str = "cpu", l
             compile_outside_timing(task, lambda scratch: cls(scratch, **params), cfg.lr)
         graphs = None
         if cfg.graph_steps:
-            step_predict = (compiled(model, WITHOUT_CUDAGRAPHS.get(cfg.compile, cfg.compile), static_shapes=True)
-                            if cfg.compile else model)
-            graphs = StepGraphs(task, optimizer, step_predict)
+            graphs = StepGraphs(task, optimizer)
             # a scratch selection of step 0 gives the batch size to capture; the fit's own stream is untouched
             graphs.prepare(strategy, cls(scratch_copy(task), **params).select(0), 0)
         for t in range(T):

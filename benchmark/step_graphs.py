@@ -7,14 +7,14 @@ The selection stays eager, so strategies keep their Python logic and their rando
 
 Covered: a batch of pixel indices (or every pixel) with the base class's unweighted MSE and no
 `after_backward` hook (standard, uniform, egra, expansive, int, nint and their variants). Other steps run
-as before, under the run's --compile mode. The captured forward is compiled as --compile says but without
-torch's own CUDA graphs (they cannot be captured inside another graph). Needs a CUDA device, a constant ratio (one batch size) and a constant learning rate (the
-graph holds the rate it was captured with); Adam is built `capturable` so that its step count lives on the GPU.
+as before. The captured forward is the run's (compiled by --compile or --compile max-autotune; torch's own CUDA
+graphs, `cudagraphs` and `reduce-overhead`, are refused: in the GPU tests they broke the capture). Needs a CUDA device,
+a constant ratio (one batch size) and a constant learning rate (the graph holds the rate it was captured with);
+Adam is built `capturable` so that its step count lives on the GPU.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
@@ -37,11 +37,9 @@ class CapturedStep:
 class StepGraphs:
     """The captured steps of one fit, one per batch size, captured before the timed loop."""
 
-    def __init__(self, task: Task, optimizer: torch.optim.Optimizer,
-                 predict: Callable[[torch.Tensor], torch.Tensor]):
+    def __init__(self, task: Task, optimizer: torch.optim.Optimizer):
         self.task = task
         self.optimizer = optimizer
-        self.predict = predict  # the model, or its compiled forward without CUDA graphs of torch's own
         self.captured: dict[int | None, CapturedStep] = {}
 
     @staticmethod
@@ -77,7 +75,7 @@ class StepGraphs:
             x, y = task.coords, task.targets
         else:
             x, y = task.coords[batch.indices], task.targets[batch.indices]
-        pred = self.predict(x)
+        pred = task.predict(x)
         loss = strategy.loss(pred, y, batch, step)
         loss.backward()
         self.optimizer.step()
