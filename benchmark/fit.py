@@ -251,12 +251,7 @@ def train_step(strategy: Strategy, optimizer: torch.optim.Optimizer, t: int, gra
     replayed = graphs.run(strategy, batch, t) if graphs is not None else None
     if replayed is not None:
         return batch, *replayed
-    if batch.coords is not None:
-        x, y = batch.coords, batch.targets
-    elif batch.indices is None:
-        x, y = task.coords, task.targets
-    else:
-        x, y = task.coords[batch.indices], task.targets[batch.indices]
+    x, y = task.training_pairs(batch)
     pred = task.predict(x)
     loss = strategy.loss(pred, y, batch, t)
     optimizer.zero_grad(set_to_none=True)

@@ -70,12 +70,8 @@ class StepGraphs:
 
     def core(self, strategy: Strategy, batch: Batch, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """A step after its selection, without zeroing the gradients (the captured backward writes them anew)."""
-        task = self.task
-        if batch.indices is None:
-            x, y = task.coords, task.targets
-        else:
-            x, y = task.coords[batch.indices], task.targets[batch.indices]
-        pred = task.predict(x)
+        x, y = self.task.training_pairs(batch)
+        pred = self.task.predict(x)
         loss = strategy.loss(pred, y, batch, step)
         loss.backward()
         self.optimizer.step()

@@ -69,6 +69,15 @@ class Task:
         for start in range(0, n, size):
             yield slice(start, min(start + size, n))
 
+    def training_pairs(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """The (coordinates, targets) a strategy's `Batch` trains on: its own off-grid pairs, every pixel, or the
+        pixels at its indices."""
+        if batch.coords is not None:
+            return batch.coords, batch.targets
+        if batch.indices is None:
+            return self.coords, self.targets
+        return self.coords[batch.indices], self.targets[batch.indices]
+
     @torch.no_grad()
     def forward_full(self) -> torch.Tensor:
         """Prediction for every pixel under the current parameters, without autograd, chunked."""
