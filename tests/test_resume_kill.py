@@ -116,21 +116,24 @@ def test_a_write_killed_mid_file_leaves_a_temp_file_that_the_next_open_removes(t
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == -signal.SIGKILL, err.decode()
     left = list((root / "metrics").glob("*.tmp"))
-    assert len(left) == 1 and left[0].name.startswith(f".{proc.pid}@") and ".abc.parquet." in left[0].name
+    assert len(left) == 1 and left[0].name.startswith(f".nintbench-{proc.pid}@") and ".abc.parquet." in left[0].name
     assert left[0].stat().st_size > 0  # the data was written, only the rename was missing
     assert not (root / "metrics" / "abc.parquet").exists()
 
     live = root / "runs" / f"{store_mod._tmp_prefix(root / 'runs' / 'live.parquet')}x.tmp"  # this process: alive
     live.write_bytes(b"partial")
-    old_foreign = root / "runs" / ".1@otherhost.old.parquet.y.tmp"
-    old_foreign.write_bytes(b"partial")
-    os.utime(old_foreign, (time.time() - 2 * store_mod.STALE_TMP_SECONDS,) * 2)
-    new_foreign = root / "runs" / ".1@otherhost.new.parquet.z.tmp"  # another host's writer may still be busy
-    new_foreign.write_bytes(b"partial")
+    other_host = root / "runs" / ".nintbench-1@otherhost.new.parquet.z.tmp"  # its writer may still be busy
+    other_host.write_bytes(b"partial")
+    old = time.time() - 30 * 86400
+    users = [root / "notes.tmp", root / "metrics" / ".draft.tmp", root / "runs" / f".{proc.pid}@x.y.tmp",
+             root / f".nintbench-notapid@{store_mod._host()}.a.b.tmp"]  # not our pattern: never deleted, however old
+    for path in users:
+        path.write_bytes(b"mine")
+        os.utime(path, (old, old))
 
     Store(root)
-    assert not left[0].exists() and not old_foreign.exists()
-    assert live.exists() and new_foreign.exists()
+    assert not left[0].exists()
+    assert live.exists() and other_host.exists() and all(p.read_bytes() == b"mine" for p in users)
     assert Store(root).runs().empty  # temp files are never read as runs
 
 
