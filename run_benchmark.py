@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import warnings
 from pathlib import Path
@@ -210,20 +211,25 @@ def _one_line_warning(message, category, filename, lineno, line=None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from benchmark.interrupt import signal_number, stop_on_signals
+
     argv = sys.argv[1:] if argv is None else argv
     previous_format, warnings.formatwarning = warnings.formatwarning, _one_line_warning  # "warning: …", one line
     try:
-        if argv and argv[0] in ("tune", "report"):
-            import importlib
+        with stop_on_signals():  # SIGTERM ends the command as SIGINT does: the run in progress is not stored
+            if argv and argv[0] in ("tune", "report"):
+                import importlib
 
-            return importlib.import_module(f"benchmark.{argv[0]}").main(argv[1:])
-        return run(argv)
+                return importlib.import_module(f"benchmark.{argv[0]}").main(argv[1:])
+            return run(argv)
     except BenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted: finished runs are stored; rerun the same command to resume", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        signum = signal_number(exc)
+        print(f"interrupted by {signal.Signals(signum).name}: finished runs are stored, the run in progress is not; "
+              "rerun the same command to resume", file=sys.stderr)
+        return 128 + signum
     finally:
         warnings.formatwarning = previous_format
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -574,21 +575,27 @@ def study_report(spec: str, name: str | None, folder: Path) -> tuple[str, list[P
 
 
 # --- incomplete runs -----------------------------------------------------------------------------------------
-def incomplete_runs(results: str | Path) -> pd.DataFrame:
-    """Store.incomplete() with what is known of each: status (failed, pruned, or orphan metrics), label, error."""
+def incomplete_runs(results: str | Path, scan=None) -> pd.DataFrame:
+    """Store.incomplete() with what is known of each: status (failed, pruned, damaged files, or orphan metrics),
+    label, error."""
     from .store import Store
 
-    store = Store(results)
-    ids = store.incomplete()
-    runs = store.runs().set_index("run_id")
+    store = Store(results, readonly=True)
+    scan = scan or store.scan()
+    ids = store.incomplete(scan)
+    runs = scan.runs.set_index("run_id")
     rows = []
     for run_id in ids:
-        if run_id in runs.index:
+        if run_id in scan.damaged:
+            known = runs.loc[run_id] if run_id in runs.index else {}
+            rows.append({"run_id": run_id, "status": "damaged (left out)", "label": known.get("label", ""),
+                         "image": known.get("image", ""), "seed": known.get("seed", ""), "error": scan.damaged[run_id]})
+        elif run_id in runs.index:
             r = runs.loc[run_id]
             rows.append({"run_id": run_id, "status": r["status"], "label": r["label"], "image": r["image"],
                          "seed": r["seed"], "error": "" if pd.isna(r["error"]) else str(r["error"]).split(" | ")[0][:160]})
         else:
-            m = store.metrics({run_id})
+            m = store.metrics({run_id}, scan)
             first = m.iloc[0] if len(m) else {}
             rows.append({"run_id": run_id, "status": "orphan (metrics, no run row: killed mid-write)",
                          "label": first.get("strategy", ""), "image": first.get("image", ""),
@@ -605,19 +612,24 @@ def build_report(results: str | Path, out: str | Path | None = None, study: str 
                  targets: Sequence[float] = (30.0, 35.0), arch_target: float = 25.0, resamples: int = RESAMPLES,
                  seed: int = 0) -> dict[str, Any]:
     """Write every table and figure; returns {"report": path, "tables": {name: DataFrame}, "figures": [paths]}."""
-    from .store import load
+    from .store import Store, check_same_setup
 
     results = Path(results)
     out = Path(out) if out else results / "report"
-    runs, metrics = load(results)
+    store = Store(results, readonly=True)  # the report writes into --out alone
+    scan = store.report_problems()
+    runs = scan.finished
+    metrics = store.metrics(set(runs["run_id"]), scan)
     if runs.empty:
         raise BenchError(f"{results} holds no finished runs; run the benchmark with --out {results} first")
+    check_same_setup(runs)
     if resamples < 1:
         raise BenchError(f"--resamples must be >= 1, got {resamples}")
     if study is not None:  # a wrong --study fails now, not after every table and figure is written
         from .tune import open_storage
 
         open_storage(study, create=False)
+    prepare_out(out)
     all_targets = sorted({*targets, arch_target, 30.0})
     values = run_values(runs, metrics, sorted({*iter_checkpoints, *size_checkpoints}), seconds, all_targets)
     kw = {"resamples": resamples, "seed": seed}
@@ -637,6 +649,9 @@ def build_report(results: str | Path, out: str | Path | None = None, study: str 
            f"{len(runs)} finished runs ({runs['status'].eq('diverged').sum()} diverged), "
            f"{runs['image'].nunique()} image(s), {runs['seed'].nunique()} seed(s), labels: "
            + ", ".join(f"`{lbl}`" for lbl in sorted(runs["label"].unique())) + ".", "", note, ""]
+    if scan.damaged or scan.foreign:
+        doc += [f"Left out: {len(scan.damaged)} run(s) whose files are damaged (see Incomplete runs)"
+                + "".join(f"; ignored {what}" for what in scan.foreign) + ".", ""]
     kept = {}
     for name, (table, caption) in tables.items():
         if table is None:
@@ -658,12 +673,34 @@ def build_report(results: str | Path, out: str | Path | None = None, study: str 
     diverged = runs[runs["status"] == "diverged"]
     if len(diverged):
         doc += ["## Diverged runs", "", to_markdown(diverged.set_index("run_id")[["label", "image", "seed", "diverged_at"]])]
-    missing = incomplete_runs(results)
+    missing = incomplete_runs(results, scan)
     doc += ["## Incomplete runs", ""]
     doc += [to_markdown(missing.set_index("run_id")) if len(missing) else "None: every run of the store finished.", ""]
     report = out / "report.md"
     report.write_text("\n".join(doc))
     return {"report": report, "tables": kept, "figures": figures, "incomplete": missing}
+
+
+def prepare_out(out: Path) -> None:
+    """Create the report folder, or say in one line why it cannot be."""
+    if out.exists() and not out.is_dir():
+        raise BenchError(f"--out {out} is a file, not a folder; choose a folder for the report")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise out_error(out, exc) from None
+    if not os.access(out, os.W_OK):
+        raise BenchError(f"--out {out} is not writable; choose another --out (e.g. --out /tmp/report)")
+
+
+def out_error(out: Path, exc: OSError) -> BenchError:
+    from .store import NO_SPACE
+
+    if exc.errno in NO_SPACE:
+        return BenchError(f"no space left on the device while writing the report to --out {out}; free some space "
+                          "or choose another --out")
+    return BenchError(f"cannot write the report to --out {out}: {exc.strerror or exc}; choose another --out "
+                      "(e.g. --out /tmp/report)")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -709,12 +746,16 @@ def main(argv: list[str]) -> int:
         raise BenchError(f"--maps-size must be >= 4 pixels, got {args.maps_size}")
     from .runner import split_top
 
-    result = build_report(
-        args.results, args.out, args.study, args.study_name, args.selection_maps, args.maps_image, args.maps_size,
-        steps, split_top(args.maps_strategies) if args.maps_strategies else None,
-        _numbers(args.iters, "--iters", int), _numbers(args.size_iters, "--size-iters", int),
-        _numbers(args.seconds, "--seconds"), _numbers(args.targets, "--targets"), args.arch_target,
-        args.resamples, args.seed)
+    out = Path(args.out) if args.out else Path(args.results) / "report"
+    try:
+        result = build_report(
+            args.results, out, args.study, args.study_name, args.selection_maps, args.maps_image, args.maps_size,
+            steps, split_top(args.maps_strategies) if args.maps_strategies else None,
+            _numbers(args.iters, "--iters", int), _numbers(args.size_iters, "--size-iters", int),
+            _numbers(args.seconds, "--seconds"), _numbers(args.targets, "--targets"), args.arch_target,
+            args.resamples, args.seed)
+    except OSError as exc:  # a full disk or a folder that became unwritable while the report was written
+        raise out_error(out, exc) from None
     print(f"report: {result['report']} ({len(result['tables'])} tables, {len(result['figures'])} figures, "
           f"{len(result['incomplete'])} incomplete runs)")
     return 0

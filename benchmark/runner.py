@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 import traceback
+from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import product
 from pathlib import Path
@@ -32,6 +33,7 @@ from .config import RunConfig
 from .errors import BenchError
 from .fit import fit, ms_per_iter
 from .metrics import make_lpips
+from .interrupt import signals_deferred
 from .store import Store
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -192,14 +194,89 @@ def _run_row(cfg: RunConfig, device: str, mode: str, started: float, **extra: An
         "params": json.dumps(cfg.params, sort_keys=True), "model_params": json.dumps(cfg.model_params, sort_keys=True),
         "config": json.dumps(cfg.to_dict(), sort_keys=True, default=str), "height": None, "width": None,
         "device": device, "gpu_name": gpu, "execution_mode": mode, "versions": json.dumps(_versions()),
-        "started_at": dt.datetime.fromtimestamp(started, dt.timezone.utc).isoformat(timespec="seconds"),
-        "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "started_at": dt.datetime.fromtimestamp(started, dt.timezone.utc),
+        "finished_at": dt.datetime.now(dt.timezone.utc),
         "wall_seconds": time.time() - started, "train_seconds": None, "ms_per_iter": None,
         "final_psnr": None, "final_ssim": None, "final_lpips": None, "diverged_at": None,
         "peak_memory_mb": None,
     }
     row.update(extra)
     return row
+
+
+# --- sharing -------------------------------------------------------------------------------------------------
+COMPUTE_APPS = ["nvidia-smi", "--query-compute-apps=gpu_uuid,pid", "--format=csv,noheader"]
+
+
+def parse_compute_apps(text: str) -> dict[str, set[int]]:
+    """nvidia-smi's `gpu_uuid, pid` lines -> {uuid without the GPU- prefix, lower case: pids}."""
+    apps: dict[str, set[int]] = {}
+    for line in text.splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) >= 2 and parts[1].isdigit():
+            apps.setdefault(parts[0].lower().removeprefix("gpu-"), set()).add(int(parts[1]))
+    return apps
+
+
+def gpu_uuid(device: str) -> str | None:
+    try:
+        return str(torch.cuda.get_device_properties(torch.device(device)).uuid).lower().removeprefix("gpu-")
+    except (AttributeError, RuntimeError, AssertionError):
+        return None
+
+
+def foreign_gpu_processes(device: str, own: int = 1, query=None) -> int | None:
+    """How many processes other than this one hold a context on `device` (None: nvidia-smi cannot tell).
+    Where this process's pid is in nvidia-smi's list (same pid namespace) the others are counted by pid;
+    otherwise (e.g. in a container) every listed process beyond `own` counts as another."""
+    uuid = gpu_uuid(device)
+    try:
+        text = query() if query else subprocess.run(COMPUTE_APPS, capture_output=True, text=True, timeout=10,
+                                                    check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    apps = parse_compute_apps(text)
+    if uuid is None:
+        return None
+    pids = apps.get(uuid, set())
+    if os.getpid() in pids:
+        return len(pids - {os.getpid()})
+    return max(0, len(pids) - own)
+
+
+def sharing_mode(mode: str, device: str, before: int | None, after: int | None) -> str:
+    """An exclusive run on a GPU is stored as `shared-external` if another process held that GPU at its start
+    or end, and as `exclusive-unchecked` if nvidia-smi could not say; CPU runs and shared-k runs keep `mode`."""
+    if mode != "exclusive" or not device.startswith("cuda"):
+        return mode
+    if (before or 0) > 0 or (after or 0) > 0:
+        return "shared-external"
+    return "exclusive" if before is not None and after is not None else "exclusive-unchecked"
+
+
+@contextmanager
+def store_lock(root: Path):
+    """Hold `<root>/.lock` (a POSIX record lock, not inherited by forked helpers) while this command runs jobs
+    into the store: a second command on the same store refuses in one line instead of fitting the same runs."""
+    import fcntl
+
+    path = root / ".lock"
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as exc:
+        raise BenchError(f"cannot create the lock file {path}: {exc.strerror}; choose another --out") from None
+    try:
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
+            raise BenchError(f"{root} is in use by another nint-bench command (pid {holder}); wait for it to end, "
+                             "or run with another --out") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}@{socket.gethostname()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock; the file stays (removing it would race with the next command)
 
 
 def describe_failure(exc: BaseException) -> str:
@@ -220,10 +297,15 @@ def execute(job: Job, root: str, device: str | Any, lpips_mode: str = "auto", lp
     cfg, started = job.cfg, time.time()
     store = Store(root)
     try:
+        before = None
         if dev.startswith("cuda"):
             torch.cuda.set_device(torch.device(dev))
+            torch.zeros(1, device=dev)  # this process's context exists before the GPU's process list is read
+            before = foreign_gpu_processes(dev) if mode == "exclusive" else None
         img = datasets.resize_longest(job.ref.read(job.convert_rgb), cfg.max_size)
         result = fit(cfg, img, dev, _lpips_for(dev, lpips_mode, lpips_weights) if cfg.lpips else None, callback)
+        if dev.startswith("cuda") and mode == "exclusive":
+            mode = sharing_mode(mode, dev, before, foreign_gpu_processes(dev))
         last = result.metrics.iloc[-1]
         evaluated = result.metrics.dropna(subset=["ssim"])
         row = _run_row(
@@ -235,7 +317,8 @@ def execute(job: Job, root: str, device: str | Any, lpips_mode: str = "auto", lp
             diverged_at=result.diverged_at, peak_memory_mb=result.peak_memory_mb,
             error=(f"loss became NaN/Inf at iteration {result.diverged_at}" if result.status == "diverged" else None),
         )
-        store.write_run(result.metrics, row)
+        with signals_deferred():  # an interruption waits for the run to be stored whole
+            store.write_run(result.metrics, row)
         return row
     except BenchError as exc:
         if "no space left" in str(exc):
@@ -249,19 +332,29 @@ def execute(job: Job, root: str, device: str | Any, lpips_mode: str = "auto", lp
             torch.cuda.empty_cache()
         if token_queue is not None:
             token_queue.put(dev)
-    store.write_failure(row)
+    with signals_deferred():
+        store.write_failure(row)
     return row
 
 
 def run_jobs(jobs: list[Job], root: str | os.PathLike, devices: list[str] | None = None, workers_per_device: int = 1,
              lpips_mode: str = "auto", lpips_weights: str | None = None, force: bool = False,
              progress: bool = True) -> list[dict[str, Any]]:
-    """Run every job not finished in `root`; returns the outcome rows of the jobs run now."""
+    """Run every job not finished in `root`; returns the outcome rows of the jobs run now. Holds the store's
+    lock throughout (a second command on the same store refuses); damaged runs count as unfinished."""
+    store = Store(root)
+    with store_lock(store.root):
+        store.tidy()
+        scan = store.report_problems()
+        done = set() if force else set(scan.finished["run_id"])
+        return _run_pending(jobs, str(store.root), done, devices, workers_per_device, lpips_mode, lpips_weights,
+                            progress)
+
+
+def _run_pending(jobs: list[Job], root: str, done: set[str], devices: list[str] | None, workers_per_device: int,
+                 lpips_mode: str, lpips_weights: str | None, progress: bool) -> list[dict[str, Any]]:
     from tqdm.auto import tqdm
 
-    store = Store(root)
-    root = str(store.root)
-    done = set() if force else store.finished_ids()
     pending = [j for j in jobs if j.cfg.run_id not in done]
     seen: set[str] = set()
     pending = [j for j in pending if not (j.cfg.run_id in seen or seen.add(j.cfg.run_id))]

@@ -1,27 +1,43 @@
-"""The Parquet results store: one directory per benchmark, one file per finished run.
+"""The Parquet results store: one directory per benchmark, one file per finished run (schema: docs/store.md).
 
-    <root>/store.json               schema version
-    <root>/metrics/<run_id>.parquet one row per (run, iteration)
-    <root>/runs/<run_id>.parquet    one row per run: status, every config value, versions, device
+    <root>/store.json                      schema version ({"schema_version": 2})
+    <root>/.lock                           held (flock) by the command that runs jobs into this store
+    <root>/metrics/<run_id>[.<n>].parquet  one row per (run, iteration)
+    <root>/runs/<run_id>.parquet           one row per run: status, every config value, versions, device, and
+                                           the name, row count, size and sha256 of its metrics file
 
-Every file is written to a temporary name, fsynced and renamed, metrics first and the run row last: a run
-counts as finished only once its run row exists, so a killed job never looks finished and workers never write
-the same file. `pandas.read_parquet(root / "metrics")` reads all metrics; `load()` joins and checks.
+Every file is written to a temporary name, fsynced and renamed; a run's metrics file first, then its run row
+(the switch), then a replaced run's old metrics file is deleted. A metrics file never overwrites the one a run
+row names (a rerun writes `<run_id>.<n>.parquet`), so a kill at any moment leaves the old run whole, the new
+run whole, or no run; a run counts as finished only once its run row exists and its metrics file matches the
+row's checksum. Reading checks every finished run: a metrics file that is missing, unreadable, of another size,
+checksum or row count marks the run unfinished (one line says which run and what is wrong; a rerun redoes it,
+`load()` leaves it out). Files in runs/ and metrics/ that are not run files are named and ignored.
 
-Temporary files are hidden (`.<pid>@<host>.<name>.<random>.tmp`), so no reader ever sees them. A process killed
-mid-write leaves one behind: opening the store deletes the temporary files whose writer is gone (same host,
-process no longer running) or that are older than STALE_TMP_SECONDS (any host); a live writer's file is kept.
-If the run row of a run cannot be written, its metrics file is removed again, so a failed write leaves no
-orphan; a kill between the two writes does leave one, which `Store.incomplete()` lists and a rerun redoes.
+JSON columns (strings): `params`, `model_params`, `config` (the whole RunConfig), `versions`.
+`load()` is the checked reader; `pandas.read_parquet(root / "runs")` (or polars, duckdb) reads the files as they
+are. Schema version 1 stores (strings for times, no checksums) are read as well, their runs as "unverified
+legacy" (checked for a readable metrics file that ends at the run's last iteration); `python3 -m
+benchmark.store upgrade <dir>` rewrites one to version 2, and the runner refuses to add runs to a version 1 store.
+
+Temporary files are hidden and carry this suite's own pattern (`.nintbench-<pid>@<host>.<name>.<random>.tmp`).
+A process killed mid-write leaves one behind; opening the store deletes those whose pattern matches and whose
+writer is gone (same host, process no longer running). Other files are never deleted.
 """
 from __future__ import annotations
 
+import argparse
 import errno
+import hashlib
+import io
 import json
 import os
+import re
 import socket
+import sys
 import tempfile
-import time
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,12 +47,15 @@ import pyarrow.parquet as pq
 
 from .errors import BenchError
 
-SCHEMA_VERSION = 1
-STALE_TMP_SECONDS = 3600  # a temporary file this old is left over from a dead writer, whatever its host
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 _UMASK = os.umask(0o022)  # read once (os.umask can only be read by setting it), so files get the usual mode
 os.umask(_UMASK)
 FINISHED = ("ok", "diverged")  # outcomes a rerun would only repeat; "failed" runs are retried
+TMP_PREFIX = ".nintbench-"
+_TMP_NAME = re.compile(r"^\.nintbench-(\d+)@([A-Za-z0-9_-]+)\..+\.tmp$")
+_METRICS_NAME = re.compile(r"^(?P<run_id>[^.]+)(?:\.(?P<generation>\d+))?\.parquet$")
 
 METRICS_SCHEMA = pa.schema([
     ("run_id", pa.string()),
@@ -53,9 +72,10 @@ METRICS_SCHEMA = pa.schema([
     ("sampled_fraction", pa.float64()),  # pixels trained on in update `iteration` / N (null at 0)
 ])
 
+TIMESTAMP = pa.timestamp("us", tz="UTC")
 RUNS_SCHEMA = pa.schema([
     ("run_id", pa.string()),
-    ("status", pa.string()),  # ok | diverged | failed
+    ("status", pa.string()),  # ok | diverged | failed | pruned
     ("error", pa.string()),
     ("suite", pa.string()),
     ("image", pa.string()),
@@ -69,26 +89,37 @@ RUNS_SCHEMA = pa.schema([
     ("model", pa.string()),
     ("lr", pa.float64()),
     ("lr_schedule", pa.string()),
-    ("params", pa.string()),  # JSON
+    ("params", pa.string()),  # JSON: the strategy's parameters, defaults filled in
     ("model_params", pa.string()),  # JSON
     ("config", pa.string()),  # JSON of the whole RunConfig
-    ("height", pa.int64()),
+    ("height", pa.int64()),  # null for a failed run
     ("width", pa.int64()),
     ("device", pa.string()),
     ("gpu_name", pa.string()),
-    ("execution_mode", pa.string()),  # exclusive: the run had its device to itself
-    ("versions", pa.string()),  # JSON: python, torch, numpy, nint-bench, git commit
-    ("started_at", pa.string()),
-    ("finished_at", pa.string()),
+    ("execution_mode", pa.string()),  # exclusive | shared-<k> | shared-external (see docs/store.md)
+    ("versions", pa.string()),  # JSON: python, torch, numpy, nint-bench, git commit, host
+    ("started_at", TIMESTAMP),
+    ("finished_at", TIMESTAMP),
     ("wall_seconds", pa.float64()),
     ("train_seconds", pa.float64()),
     ("ms_per_iter", pa.float64()),
     ("final_psnr", pa.float64()),
     ("final_ssim", pa.float64()),
     ("final_lpips", pa.float64()),
-    ("diverged_at", pa.int64()),
+    ("diverged_at", pa.int64()),  # first update whose loss was NaN/Inf; null unless diverged
     ("peak_memory_mb", pa.float64()),  # peak CUDA memory allocated by the run (null on CPU and in older stores)
+    ("metrics_file", pa.string()),  # its file in metrics/ (null: none, as for a failed run)
+    ("metrics_rows", pa.int64()),
+    ("metrics_bytes", pa.int64()),
+    ("metrics_sha256", pa.string()),  # hex sha256 of the file's bytes; null in unverified legacy rows
+    ("config_key", pa.string()),  # hash of `config` without the seed: equal keys are seed repeats of one set-up
 ])
+V1_COLUMNS = RUNS_SCHEMA.names[:RUNS_SCHEMA.get_field_index("peak_memory_mb")]  # what every run row holds
+NULLABLE_INTS = ("height", "width", "diverged_at", "metrics_rows", "metrics_bytes")  # pandas Int64 in load()
+
+
+class StoreWarning(UserWarning):
+    """A damaged or foreign file in a store: named once, and the run counts as unfinished."""
 
 
 def _fsync_dir(path: Path) -> None:
@@ -107,32 +138,31 @@ def _host() -> str:
 
 
 def _tmp_prefix(dest: Path) -> str:
-    return f".{os.getpid()}@{_host()}.{dest.name}."
+    return f"{TMP_PREFIX}{os.getpid()}@{_host()}.{dest.name}."
 
 
 def _writer_gone(tmp: Path) -> bool:
-    """Is the process that wrote this temporary file gone? (Only knowable for this host's processes.)"""
-    tag = tmp.name[1:].split(".", 1)[0]
-    pid, _, host = tag.partition("@")
-    if host != _host() or not pid.isdigit():
+    """Is this one of our temporary files, and is the process that wrote it gone? (Only knowable for this
+    host's processes; a reused pid keeps the file, which is the safe side.)"""
+    match = _TMP_NAME.match(tmp.name)
+    if not match or match.group(2) != _host():
         return False
     try:
-        os.kill(int(pid), 0)
+        os.kill(int(match.group(1)), 0)
     except ProcessLookupError:
         return True
-    except OSError:
+    except (OSError, OverflowError):
         return False  # e.g. EPERM: it exists, owned by someone else
     return False
 
 
 def remove_stale_temps(root: Path) -> list[Path]:
-    """Delete temporary files left by killed writers (see the module docstring); returns what was removed."""
+    """Delete this suite's temporary files whose writer is gone (see the module docstring); returns them."""
     removed = []
-    now = time.time()
     for folder in (root, root / "metrics", root / "runs"):
-        for tmp in folder.glob(".*.tmp"):
+        for tmp in folder.glob(f"{TMP_PREFIX}*.tmp"):
             try:
-                if _writer_gone(tmp) or now - tmp.stat().st_mtime > STALE_TMP_SECONDS:
+                if _writer_gone(tmp):
                     tmp.unlink()
                     removed.append(tmp)
             except FileNotFoundError:
@@ -178,19 +208,199 @@ def atomic_write_text(text: str, dest: Path) -> None:
     _atomic_write(Path(dest), lambda fh: fh.write(text.encode()))
 
 
-def _table(rows: pd.DataFrame | list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
+def _metrics_table(rows: pd.DataFrame) -> pa.Table:
+    missing = [n for n in METRICS_SCHEMA.names if n not in rows.columns]
+    if missing:
+        raise ValueError(f"metrics lack columns {missing}")
+    return pa.Table.from_pandas(rows[METRICS_SCHEMA.names], schema=METRICS_SCHEMA, preserve_index=False)
+
+
+def _runs_frame(rows: pd.DataFrame) -> pd.DataFrame:
+    """Run rows in the version 2 types: UTC timestamps, nullable integers as pandas Int64, a config_key."""
+    df = rows.copy()
+    for name in RUNS_SCHEMA.names:
+        if name not in df.columns:
+            df[name] = None
+    for name in ("started_at", "finished_at"):
+        df[name] = pd.to_datetime(df[name], utc=True, format="ISO8601").astype("datetime64[us, UTC]")
+    for name in NULLABLE_INTS:
+        df[name] = pd.array(df[name].astype(object).where(df[name].notna(), None), dtype="Int64")
+    df["config_key"] = [key if isinstance(key, str) else config_key(cfg)
+                        for key, cfg in zip(df["config_key"], df["config"])]
+    return df[RUNS_SCHEMA.names]
+
+
+def _runs_table(rows: pd.DataFrame | list[dict[str, Any]]) -> pa.Table:
     df = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(rows)
-    missing = [n for n in schema.names if n not in df.columns]
+    missing = [n for n in V1_COLUMNS if n not in df.columns]
     if missing:
         raise ValueError(f"rows lack columns {missing}")
-    return pa.Table.from_pandas(df[schema.names], schema=schema, preserve_index=False)
+    return pa.Table.from_pandas(_runs_frame(df), schema=RUNS_SCHEMA, preserve_index=False)
+
+
+# --- set-ups -------------------------------------------------------------------------------------------------
+def _semantic_config(config: dict[str, Any]) -> dict[str, Any]:
+    from .config import NON_SEMANTIC, OMITTED_AT_DEFAULT
+
+    return {k: v for k, v in config.items()
+            if k not in NON_SEMANTIC and not (k in OMITTED_AT_DEFAULT and v == OMITTED_AT_DEFAULT[k])}
+
+
+def config_key(config: str | dict[str, Any] | None) -> str | None:
+    """The run id's hash without the seed: runs with one key differ in their seed alone (same image pixels,
+    strategy, parameters, model, numerics and evaluation settings)."""
+    if config is None or (not isinstance(config, (str, dict))):
+        return None
+    cfg = json.loads(config) if isinstance(config, str) else config
+    semantic = {k: v for k, v in _semantic_config(cfg).items() if k != "seed"}
+    return hashlib.sha256(json.dumps(semantic, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+# Settings that the report shows as columns: runs that differ in them are in different rows anyway.
+SHOWN_SETTINGS = ("suite", "model", "model_params", "mt_ratio", "ratio_schedule", "interval", "lr", "lr_schedule",
+                  "iters", "max_size")
+
+
+def setup_differences(runs: pd.DataFrame, shown: tuple[str, ...] = SHOWN_SETTINGS) -> list[str]:
+    """Runs that a table would average in one row (one label and one value of each `shown` setting) but that
+    differ in anything else than seed and image: one line per such row, naming the differing config fields.
+    Within one image id the image pixels (image_sha256) must agree too."""
+    if runs.empty:
+        return []
+    configs = [_semantic_config(json.loads(c) if isinstance(c, str) else {}) for c in runs["config"]]
+    keys = [json.dumps([label] + [cfg.get(s) for s in shown], sort_keys=True, default=str)
+            for label, cfg in zip(runs["label"], configs)]
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for key, cfg in zip(keys, configs):
+        groups.setdefault(key, []).append(cfg)
+    lines = []
+    for key, cfgs in groups.items():
+        label = json.loads(key)[0]
+        ignored = {"seed", "image", "image_sha256", *shown}
+        names = sorted({k for c in cfgs for k in c} - ignored)
+        differ = [k for k in names if len({json.dumps(c.get(k), sort_keys=True, default=str) for c in cfgs}) > 1]
+        pixels: dict[str, set] = {}
+        for c in cfgs:
+            pixels.setdefault(c.get("image"), set()).add(c.get("image_sha256"))
+        differ += [f"image_sha256 of {img}" for img, digests in sorted(pixels.items(), key=str) if len(digests) > 1]
+        if differ:
+            lines.append(f"{label}: {len(cfgs)} runs differ in {', '.join(differ)}")
+    return lines
+
+
+def check_same_setup(runs: pd.DataFrame, shown: tuple[str, ...] = SHOWN_SETTINGS) -> None:
+    """BenchError if runs that would share a table row differ in anything but seed and image (see
+    setup_differences); split such runs by their `config_key` per image instead of averaging them."""
+    lines = setup_differences(runs, shown)
+    if lines:
+        raise BenchError("runs that would be averaged in one row differ in more than their seed: "
+                         + "; ".join(lines) + "; report each set-up from its own results directory")
+
+
+# --- reading and checking ------------------------------------------------------------------------------------
+def _read_run_row(path: Path) -> tuple[pd.DataFrame | None, str | None, bool]:
+    """(row, problem, foreign): a readable run row, or what is wrong; foreign: a Parquet file of another schema."""
+    try:
+        table = pq.read_table(path)
+    except (OSError, pa.ArrowException) as exc:
+        size = path.stat().st_size if path.exists() else 0
+        what = "is empty (0 bytes)" if size == 0 else f"is unreadable ({_reason(exc)})"
+        return None, what, False
+    missing = [n for n in V1_COLUMNS if n not in table.column_names]
+    if missing:
+        return None, f"is not a run file (lacks {', '.join(missing[:3])}{', …' if len(missing) > 3 else ''})", True
+    df = table.to_pandas()
+    if len(df) != 1 or df["run_id"].iloc[0] != path.stem:
+        return None, f"is not a run file of this store (holds {len(df)} rows, run id {df['run_id'].iloc[0] if len(df) else None!r})", True
+    return df, None, False
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text[:120]
+
+
+def _metrics_name(row: pd.Series) -> str:
+    name = row.get("metrics_file")
+    return name if isinstance(name, str) and name else f"{row['run_id']}.parquet"
+
+
+def _metrics_problem(path: Path, row: pd.Series) -> str | None:
+    """What is wrong with a finished run's metrics file, or None. Rows with a checksum are checked by size,
+    sha256 and row count; legacy rows (no checksum) by a readable file of the metrics schema that belongs to the
+    run and ends where the run ended."""
+    rel = f"metrics/{path.name}"
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return f"its metrics file {rel} is missing"
+    except OSError as exc:
+        return f"its metrics file {rel} is unreadable ({exc.strerror})"
+    if not data:
+        return f"its metrics file {rel} is empty (0 bytes)"
+    digest = row.get("metrics_sha256")
+    if isinstance(digest, str) and digest:
+        if pd.notna(row.get("metrics_bytes")) and len(data) != int(row["metrics_bytes"]):
+            return f"its metrics file {rel} has {len(data)} bytes, the run row says {int(row['metrics_bytes'])}"
+        if hashlib.sha256(data).hexdigest() != digest:
+            return f"its metrics file {rel} does not match the run row's sha256 (changed or damaged)"
+        try:
+            rows = pq.ParquetFile(io.BytesIO(data)).metadata.num_rows
+        except (OSError, pa.ArrowException) as exc:
+            return f"its metrics file {rel} is unreadable ({_reason(exc)})"
+        if pd.notna(row.get("metrics_rows")) and rows != int(row["metrics_rows"]):
+            return f"its metrics file {rel} holds {rows} rows, the run row says {int(row['metrics_rows'])}"
+        return None
+    try:
+        table = pq.read_table(io.BytesIO(data), columns=["run_id", "iteration"])
+    except (OSError, pa.ArrowException, KeyError) as exc:
+        return f"its metrics file {rel} is unreadable ({_reason(exc)})"
+    iterations = table.column("iteration").to_pandas()
+    if set(table.column("run_id").to_pylist()) != {row["run_id"]}:
+        return f"its metrics file {rel} holds rows of another run"
+    last = int(iterations.max()) if len(iterations) else -1
+    if len(iterations) != last + 1 or (row["status"] == "ok" and last != int(row["iters"])):
+        return (f"its metrics file {rel} holds {len(iterations)} rows up to iteration {last}, the run has "
+                f"{int(row['iters'])} iterations (truncated)")
+    return None
+
+
+@dataclass
+class Scan:
+    """What a store's files hold, checked. `problems` and `foreign` are one-line descriptions."""
+
+    runs: pd.DataFrame  # every readable run row, any status, in the version 2 types
+    damaged: dict[str, str] = field(default_factory=dict)  # run id -> what is wrong (the run is unfinished)
+    foreign: list[str] = field(default_factory=list)  # files that are not run files: named and ignored
+    orphans: list[str] = field(default_factory=list)  # run ids with a metrics file but no run row
+    superseded: list[Path] = field(default_factory=list)  # old metrics files of a replaced run
+
+    @property
+    def finished(self) -> pd.DataFrame:
+        ok = self.runs["status"].isin(FINISHED) & ~self.runs["run_id"].isin(self.damaged)
+        return self.runs[ok].reset_index(drop=True)
+
+    def messages(self, root: Path) -> list[str]:
+        return ([f"{root}: run {run_id} is counted as unfinished: {what}" for run_id, what in self.damaged.items()]
+                + [f"{root}: ignored {what}" for what in self.foreign])
 
 
 class Store:
-    """A results directory. Opening it checks that it is writable and of this schema version."""
+    """A results directory. Opening it for writing creates it (or checks that it is writable and of this schema
+    version) and removes this suite's temporary files left by dead writers; `readonly=True` reads an existing
+    store of any readable version and never writes."""
 
-    def __init__(self, root: str | os.PathLike):
+    def __init__(self, root: str | os.PathLike, readonly: bool = False):
         self.root = Path(root)
+        self.readonly = readonly
+        if readonly:
+            if not (self.root / "runs").is_dir():
+                raise BenchError(f"{self.root} is not a results directory (no runs/ folder); run the benchmark "
+                                 f"with --out {self.root}")
+            self.version = self._read_version()
+            return
+        if self.root.exists() and not self.root.is_dir():
+            raise BenchError(f"output directory {self.root} is a file; choose another --out")
         try:
             for sub in ("metrics", "runs"):
                 (self.root / sub).mkdir(parents=True, exist_ok=True)
@@ -198,80 +408,261 @@ class Store:
             raise BenchError(f"cannot create output directory {self.root}: {exc.strerror}; choose another --out") from None
         if not all(os.access(self.root / sub, os.W_OK) for sub in ("", "metrics", "runs")):
             raise BenchError(f"output directory {self.root} is not writable; choose another --out or fix its permissions")
-        self._check_version()
+        self.version = self._read_version()
+        if self.version is None:
+            self._create_marker()
+        elif self.version != SCHEMA_VERSION:
+            raise BenchError(f"{self.root} is a version {self.version} store; upgrade it first with "
+                             f"`python3 -m benchmark.store upgrade {self.root}` (keeps every run, adds checksums)")
         remove_stale_temps(self.root)
 
-    def _check_version(self) -> None:
+    def _read_version(self) -> int | None:
         marker = self.root / "store.json"
-        if marker.exists():
-            try:
-                version = json.loads(marker.read_text()).get("schema_version")
-            except (OSError, ValueError, AttributeError):
-                raise BenchError(f"{marker} is unreadable or not a nint-bench store marker; use a new --out "
-                                 "directory") from None
-            if version != SCHEMA_VERSION:
-                raise BenchError(
-                    f"{self.root} holds results of schema version {version}, this nint-bench writes version "
-                    f"{SCHEMA_VERSION}; use a new --out directory (or re-create these results)"
-                )
-            return
-        if any((self.root / "runs").iterdir()):
-            raise BenchError(f"{self.root} holds runs but no store.json; it is not a nint-bench results directory")
-        blob = (json.dumps({"schema_version": SCHEMA_VERSION}) + "\n").encode()
+        if not marker.exists():
+            if (self.root / "runs").is_dir() and any((self.root / "runs").glob("*.parquet")):
+                raise BenchError(f"{self.root} holds runs but no store.json; it is not a nint-bench results directory")
+            return None
         try:
-            _atomic_write(marker, lambda fh: fh.write(blob))
+            version = json.loads(marker.read_text()).get("schema_version")
+        except (OSError, ValueError, AttributeError):
+            raise BenchError(f"{marker} is unreadable or not a nint-bench store marker; use a new --out "
+                             "directory") from None
+        if version not in READABLE_VERSIONS:
+            raise BenchError(
+                f"{self.root} holds results of schema version {version}, this nint-bench reads versions "
+                f"{', '.join(map(str, READABLE_VERSIONS))}; use a new --out directory (or re-create these results)"
+            )
+        return version
+
+    def _create_marker(self) -> None:
+        marker = self.root / "store.json"
+        try:
+            atomic_write_text(json.dumps({"schema_version": SCHEMA_VERSION}) + "\n", marker)
         except OSError as exc:
             raise BenchError(f"cannot write {marker}: {exc.strerror}; choose another --out") from None
+        self.version = SCHEMA_VERSION
+
+    def _writable(self) -> None:
+        if self.readonly:
+            raise BenchError(f"{self.root} was opened read-only")
 
     # --- writing ----------------------------------------------------------------------------------------------
+    def _new_metrics_path(self, run_id: str) -> Path:
+        """A metrics file name that no file has: `<run_id>.parquet`, else `<run_id>.<n>.parquet`."""
+        folder, n = self.root / "metrics", 0
+        while True:
+            path = folder / (f"{run_id}.parquet" if n == 0 else f"{run_id}.{n}.parquet")
+            if not path.exists():
+                return path
+            n += 1
+
+    def _current_metrics(self, run_id: str) -> Path | None:
+        """The metrics file that the stored run row of `run_id` names (None: no readable row, or a failed run)."""
+        row, _, _ = _read_run_row(self.root / "runs" / f"{run_id}.parquet")
+        if row is None or row["status"].iloc[0] not in FINISHED:
+            return None
+        return self.root / "metrics" / _metrics_name(row.iloc[0])
+
     def write_run(self, metrics: pd.DataFrame, run_row: dict[str, Any]) -> None:
+        """Store a finished run: its metrics under a new name, then the run row (the switch), then delete the
+        metrics file that a previous row of this run named."""
+        self._writable()
         run_id = run_row["run_id"]
-        metrics_file = self.root / "metrics" / f"{run_id}.parquet"
-        atomic_write_table(_table(metrics, METRICS_SCHEMA), metrics_file)
+        old = self._current_metrics(run_id)
+        metrics_file = self._new_metrics_path(run_id)
+        atomic_write_table(_metrics_table(metrics), metrics_file)
         try:
-            atomic_write_table(_table([run_row], RUNS_SCHEMA), self.root / "runs" / f"{run_id}.parquet")
+            data = metrics_file.read_bytes()
+            row = {**run_row, "metrics_file": metrics_file.name, "metrics_rows": len(metrics),
+                   "metrics_bytes": len(data), "metrics_sha256": hashlib.sha256(data).hexdigest()}
+            atomic_write_table(_runs_table([row]), self.root / "runs" / f"{run_id}.parquet")
         except BaseException:
-            metrics_file.unlink(missing_ok=True)  # no orphan: the run is simply not finished
+            metrics_file.unlink(missing_ok=True)  # the old run (or none) stays as it was
             raise
+        if old is not None and old != metrics_file:
+            old.unlink(missing_ok=True)
 
     def write_failure(self, run_row: dict[str, Any]) -> None:
-        (self.root / "metrics" / f"{run_row['run_id']}.parquet").unlink(missing_ok=True)
-        atomic_write_table(_table([run_row], RUNS_SCHEMA), self.root / "runs" / f"{run_row['run_id']}.parquet")
+        """Store a failed (or pruned) run: its run row, then delete the metrics file an earlier row named."""
+        self._writable()
+        run_id = run_row["run_id"]
+        old = self._current_metrics(run_id)
+        row = {**run_row, "metrics_file": None, "metrics_rows": None, "metrics_bytes": None, "metrics_sha256": None}
+        atomic_write_table(_runs_table([row]), self.root / "runs" / f"{run_id}.parquet")
+        if old is not None:
+            old.unlink(missing_ok=True)
+
+    def tidy(self) -> list[Path]:
+        """Delete the old metrics files of replaced runs (a kill between the switch and the deletion leaves
+        one): only files that the metrics schema reads and that hold rows of their run alone. Call it only
+        while no other process writes to the store (the runner holds the store's lock)."""
+        self._writable()
+        removed = []
+        for path in self.scan().superseded:
+            try:
+                ids = set(pq.read_table(path, columns=["run_id"]).column("run_id").to_pylist())
+            except (OSError, pa.ArrowException, KeyError):
+                continue
+            if ids == {_METRICS_NAME.match(path.name).group("run_id")}:
+                path.unlink(missing_ok=True)
+                removed.append(path)
+        return removed
 
     # --- reading ----------------------------------------------------------------------------------------------
+    def scan(self, verify: bool = True) -> Scan:
+        """Read every run row and check the metrics file of each finished run (see the module docstring)."""
+        frames, damaged, foreign = [], {}, []
+        for path in sorted((self.root / "runs").glob("*.parquet")):
+            row, problem, is_foreign = _read_run_row(path)
+            if row is not None:
+                frames.append(row)
+            elif is_foreign:
+                foreign.append(f"runs/{path.name}: {problem}")
+            else:
+                damaged[path.stem] = f"its run row runs/{path.name} {problem}"
+        runs = (_runs_frame(pd.concat(frames, ignore_index=True)) if frames
+                else RUNS_SCHEMA.empty_table().to_pandas())
+        named = {}
+        for _, row in runs.iterrows():
+            if row["status"] in FINISHED:
+                named[_metrics_name(row)] = row
+                if verify:
+                    problem = _metrics_problem(self.root / "metrics" / _metrics_name(row), row)
+                    if problem:
+                        damaged[row["run_id"]] = problem
+        known = set(runs["run_id"])
+        orphans, superseded = [], []
+        for path in sorted((self.root / "metrics").glob("*.parquet")):
+            if path.name in named:
+                continue
+            match = _METRICS_NAME.match(path.name)
+            if match and match.group("run_id") in known:
+                superseded.append(path)
+                continue
+            try:
+                names = pq.read_schema(path).names
+            except (OSError, pa.ArrowException) as exc:
+                foreign.append(f"metrics/{path.name}: not a metrics file ({_reason(exc)})")
+                continue
+            if not set(METRICS_SCHEMA.names) <= set(names) or not match:
+                foreign.append(f"metrics/{path.name}: not a metrics file (other columns or name)")
+            elif match.group("run_id") not in damaged:
+                orphans.append(match.group("run_id"))
+        return Scan(runs, damaged, foreign, sorted(set(orphans)), superseded)
+
+    def report_problems(self, scan: Scan | None = None) -> Scan:
+        """scan(), with one warning (StoreWarning, one line) per damaged run and per foreign file."""
+        scan = scan or self.scan()
+        for line in scan.messages(self.root):
+            warnings.warn(line, StoreWarning, stacklevel=2)
+        return scan
+
     def finished_ids(self) -> set[str]:
-        runs = self.runs()
-        return set(runs.loc[runs["status"].isin(FINISHED), "run_id"]) if len(runs) else set()
+        return set(self.scan().finished["run_id"])
 
     def runs(self) -> pd.DataFrame:
-        files = sorted((self.root / "runs").glob("*.parquet"))
-        if not files:
-            return RUNS_SCHEMA.empty_table().to_pandas()
-        return pd.concat([pq.read_table(f, schema=RUNS_SCHEMA).to_pandas() for f in files], ignore_index=True)
+        """Every readable run row, any status (damaged runs included; see scan() for which are)."""
+        return self.scan(verify=False).runs
 
-    def metrics(self, run_ids: set[str] | None = None) -> pd.DataFrame:
-        files = sorted((self.root / "metrics").glob("*.parquet"))
-        if run_ids is not None:
-            files = [f for f in files if f.stem in run_ids]
-        if not files:
+    def metrics(self, run_ids: set[str] | None = None, scan: Scan | None = None) -> pd.DataFrame:
+        """The metrics of these runs (default: every finished one): the file each run row names, or for a run
+        without a row its orphan file. Unreadable files are left out."""
+        scan = scan or self.scan(verify=False)
+        rows = scan.runs[scan.runs["status"].isin(FINISHED)]
+        files = {r["run_id"]: self.root / "metrics" / _metrics_name(r) for _, r in rows.iterrows()}
+        files.update({o: self.root / "metrics" / f"{o}.parquet" for o in scan.orphans if o not in files})
+        wanted = sorted(files if run_ids is None else set(files) & set(run_ids))
+        tables = []
+        for run_id in wanted:
+            try:
+                tables.append(pq.read_table(files[run_id], columns=METRICS_SCHEMA.names).cast(METRICS_SCHEMA))
+            except (OSError, pa.ArrowException, KeyError):
+                continue
+        if not tables:
             return METRICS_SCHEMA.empty_table().to_pandas()
-        return pa.concat_tables([pq.read_table(f, schema=METRICS_SCHEMA) for f in files]).to_pandas()
+        return pa.concat_tables(tables).to_pandas()
 
-    def incomplete(self) -> list[str]:
-        """Run ids that have metrics but no run row (killed mid-write), or whose run failed."""
-        runs = self.runs()
-        known = set(runs["run_id"])
-        orphans = {f.stem for f in (self.root / "metrics").glob("*.parquet")} - known
-        failed = set(runs.loc[~runs["status"].isin(FINISHED), "run_id"])
-        return sorted(orphans | failed)
+    def incomplete(self, scan: Scan | None = None) -> list[str]:
+        """Run ids not finished: metrics but no run row (killed mid-write), a failed or pruned run, or a run
+        whose files are damaged."""
+        scan = scan or self.scan()
+        failed = set(scan.runs.loc[~scan.runs["status"].isin(FINISHED), "run_id"])
+        return sorted(set(scan.orphans) | failed | set(scan.damaged))
 
 
 def load(root: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(runs, metrics) of finished runs only: what reports read."""
-    root = Path(root)
-    if not (root / "runs").is_dir():
-        raise BenchError(f"{root} is not a results directory (no runs/ folder); run the benchmark with --out {root}")
-    store = Store(root)
-    runs = store.runs()
-    runs = runs[runs["status"].isin(FINISHED)].reset_index(drop=True)
-    return runs, store.metrics(set(runs["run_id"]))
+    """(runs, metrics) of the finished runs whose files check out: what reports read. Opens the store read-only
+    and warns once (one line) per damaged run or foreign file."""
+    store = Store(root, readonly=True)
+    scan = store.report_problems()
+    runs = scan.finished
+    return runs, store.metrics(set(runs["run_id"]), scan)
+
+
+# --- upgrade -------------------------------------------------------------------------------------------------
+def upgrade(root: str | os.PathLike) -> tuple[int, list[str]]:
+    """Rewrite a version 1 store as version 2: every run row in the new types, with the checksum of its metrics
+    file as it is now (a finished run whose metrics file fails the legacy check keeps no checksum, so it stays
+    flagged). Each row is replaced atomically and the marker last, so an interrupted upgrade is finished by
+    running it again. Returns (rows rewritten, one line per run left without checksum)."""
+    store = Store(root, readonly=True)
+    if store.version == SCHEMA_VERSION:
+        return 0, []
+    if store.version is None:
+        raise BenchError(f"{store.root} has no store.json; it is not a nint-bench results directory")
+    scan = store.scan()
+    for line in scan.foreign:
+        print(f"{store.root}: ignored {line}", file=sys.stderr)
+    unchecked, count = [], 0
+    for _, row in scan.runs.iterrows():
+        record = row.to_dict()
+        if row["status"] in FINISHED and not (isinstance(row["metrics_sha256"], str) and row["metrics_sha256"]):
+            path = store.root / "metrics" / _metrics_name(row)
+            if row["run_id"] in scan.damaged:
+                unchecked.append(f"run {row['run_id']}: {scan.damaged[row['run_id']]}; left without checksum")
+            else:
+                data = path.read_bytes()
+                record.update(metrics_file=path.name, metrics_rows=pq.ParquetFile(io.BytesIO(data)).metadata.num_rows,
+                              metrics_bytes=len(data), metrics_sha256=hashlib.sha256(data).hexdigest())
+        try:
+            atomic_write_table(_runs_table([record]), store.root / "runs" / f"{row['run_id']}.parquet")
+        except OSError as exc:
+            raise BenchError(f"cannot rewrite {store.root / 'runs'}: {exc.strerror}; nothing is lost, rerun the "
+                             "upgrade once it is writable") from None
+        count += 1
+    atomic_write_text(json.dumps({"schema_version": SCHEMA_VERSION}) + "\n", store.root / "store.json")
+    return count, unchecked
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python3 -m benchmark.store", description="Store maintenance.")
+    sub = p.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("upgrade", help="rewrite a version 1 store (or several) as version 2, in place")
+    up.add_argument("dirs", nargs="+")
+    check = sub.add_parser("check", help="verify a store; one line per damaged run or foreign file")
+    check.add_argument("dirs", nargs="+")
+    args = p.parse_args(argv)
+    try:
+        bad = 0
+        for d in args.dirs:
+            if args.command == "upgrade":
+                count, unchecked = upgrade(d)
+                for line in unchecked:
+                    print(f"{d}: {line}", file=sys.stderr)
+                print(f"{d}: {'already version 2' if not count and not unchecked else f'{count} run rows rewritten as version 2'}")
+            else:
+                store = Store(d, readonly=True)
+                scan = store.scan()
+                for line in scan.messages(store.root):
+                    print(line, file=sys.stderr)
+                bad += len(scan.damaged)
+                print(f"{d}: version {store.version}, {len(scan.finished)} finished runs verified, {len(scan.damaged)} "
+                      f"damaged, {len(scan.foreign)} foreign files, {len(scan.orphans)} orphan metrics files")
+        return 1 if bad else 0
+    except BenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -252,7 +252,7 @@ def test_incompatible_results_directory(capsys, tmp_path):
     (tmp_path / "r").mkdir()
     (tmp_path / "r" / "store.json").write_text(json.dumps({"schema_version": 0}))
     msg = cli_error(capsys, *ONE_RUN, "--out", str(tmp_path / "r"))
-    assert msg == (f"error: {tmp_path / 'r'} holds results of schema version 0, this nint-bench writes version 1; "
+    assert msg == (f"error: {tmp_path / 'r'} holds results of schema version 0, this nint-bench reads versions 1, 2; "
                    "use a new --out directory (or re-create these results)")
     assert not list((tmp_path / "r" / "runs").iterdir())
 
