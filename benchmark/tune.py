@@ -100,6 +100,7 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--max-images", type=int, default=0, help="keep only the first N images")
     g.add_argument("--max-size", type=int, default=0, help="downscale so the longest side is at most this")
     g.add_argument("--convert-rgb", action="store_true", help="convert grayscale/RGBA images to RGB")
+    g.add_argument("--max-pixels", type=int, help="refuse images of more pixels than this (default 100000000)")
     g.add_argument("--strategy", default="nint", help="one strategy selector, e.g. nint or 'nint[lam=2]'")
     g.add_argument("--iters", type=int, default=5000, help="training iterations per run")
     g.add_argument("--seeds", default="0", help="comma-separated seeds; each trial fits every image × seed")
@@ -224,7 +225,10 @@ def make_plan(args: argparse.Namespace) -> Plan:
     refs = select_images(args.suite, args.data_dir, args.images, args.max_images)
     suite = Path(args.suite).name if Path(args.suite).exists() else args.suite
     lr = args.lr if args.lr is not None else model_spec(args.model).lr
-    jobs = build_jobs(refs, [(name, fixed)], seeds, convert_rgb=args.convert_rgb, suite=suite,
+    import datasets
+
+    max_pixels = datasets.MAX_PIXELS if args.max_pixels is None else args.max_pixels
+    jobs = build_jobs(refs, [(name, fixed)], seeds, convert_rgb=args.convert_rgb, max_pixels=max_pixels, suite=suite,
                       mt_ratio=args.mt_ratio, ratio_schedule=args.ratio_schedule, interval=args.interval,
                       model=args.model, model_params=model_params, iters=args.iters, lr=lr,
                       lr_schedule=args.lr_schedule, eval_every=args.eval_every, lpips=not args.no_lpips,
