@@ -233,9 +233,10 @@ class Wire(nn.Module):
         return self.head(self.body(coords)).real
 
 
-# width 2 is the narrowest with a hidden unit (int(width/√2)); s0 = 0: a pure complex sinusoid
+# width 2 is the narrowest with a hidden unit (int(width/√2)); without the Gaussian window (s0 = 0) the complex
+# layers' exp(iω₀z) grows with Im z from layer to layer until it overflows
 @register_model("wire", lr=5e-3, ranges={"depth": DEPTH, "width": at_least(2, integer=True), "omega0": above(0.0),
-                                        "s0": at_least(0.0)}, depth=4, width=256, omega0=30.0, s0=30.0)
+                                        "s0": above(0.0)}, depth=4, width=256, omega0=30.0, s0=30.0)
 def _wire(**kw: Any) -> nn.Module:
     """WIRE (EVOS variant): 4 complex Gabor layers × 181, ω₀ = s₀ = 30 (199,287 real degrees of freedom)."""
     return Wire(**kw)

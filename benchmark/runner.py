@@ -177,7 +177,7 @@ def unique_jobs(jobs: list[Job]) -> list[Job]:
         seen.setdefault(job.cfg.run_id, job)
     if len(seen) < len(jobs):
         print(f"note: {len(jobs) - len(seen)} of {len(jobs)} grid entries repeat another entry (same image, "
-              f"strategy, parameters and seed): {len(seen)} distinct runs", file=sys.stderr)
+              f"strategy, parameters and seed): running each once, {len(seen)} distinct run(s)", file=sys.stderr)
     return list(seen.values())
 
 

@@ -3,7 +3,7 @@ scikit-image, the offline default), or any folder / single image file given as t
 
 Every image is read as 8- or 16-bit RGB and checked; a bad file is a one-line BenchError. Its header is read
 first: an image of more than `max_pixels` pixels (--max-pixels) is refused before it is decoded, so a small
-file that claims a huge size (a decompression bomb) costs nothing. A JPEG that --max-size will shrink at least
+file that claims a huge size (a decompression bomb) costs nothing; this check stands in for Pillow's own limit. A JPEG that --max-size will shrink at least
 twofold is decoded at reduced scale (libjpeg's DCT scaling, 1/2 to 1/8, through Pillow's `draft`), never at
 full size; other formats are decoded at full size and then downscaled. Image ids are file stems, so a folder
 holding two images of one stem (x.png and x.jpg) is refused.
@@ -47,7 +47,11 @@ class ImageRef:
 
     def read(self, convert_rgb: bool = False) -> np.ndarray:
         if self.loader is not None:
-            return check_rgb(self.loader(), self.id, convert_rgb)
+            arr = self.loader()
+            if arr.shape[0] * arr.shape[1] > self.max_pixels:
+                raise BenchError(f"image {self.id} is {arr.shape[1]}×{arr.shape[0]} pixels, more than --max-pixels "
+                                 f"{self.max_pixels}; pass --max-pixels {arr.shape[0] * arr.shape[1]} to read it")
+            return check_rgb(arr, self.id, convert_rgb)
         return load_image(self.path, convert_rgb, self.sha256, self.max_size, self.max_pixels)
 
 
@@ -67,7 +71,8 @@ def check_max_pixels(max_pixels: Any) -> None:
 
 def _open_header(path: Path):
     """Pillow's lazy image (header parsed, pixels not decoded), or None if Pillow does not know the format.
-    Pillow's own decompression-bomb limit is lifted here: the caller checks the size itself."""
+    Pillow's own decompression-bomb limit (a warning, then an error with a traceback) is lifted for this one
+    open, and its global setting left as it was: load_image checks the size against --max-pixels itself."""
     from PIL import Image, UnidentifiedImageError
 
     limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
@@ -95,10 +100,8 @@ def load_image(path: Path | str, convert_rgb: bool = False, sha256: str | None =
     are refused from the header; a JPEG that `max_size` will shrink is decoded at reduced scale (module
     docstring); the result is not yet resized to `max_size` (resize_longest does that)."""
     import cv2
-    from PIL import Image
 
     check_max_pixels(max_pixels)
-    Image.MAX_IMAGE_PIXELS = max_pixels  # any other Pillow read in this process refuses bombs at the same size
 
     path = Path(path)
     if not path.is_file():
@@ -119,9 +122,12 @@ def load_image(path: Path | str, convert_rgb: bool = False, sha256: str | None =
             if w * h > max_pixels:
                 what = f"{w}×{h} pixels" + (f" even decoded at reduced scale (full size {full[0]}×{full[1]})"
                                             if drafted else "")
-                raise BenchError(f"image {path} is {what}, more than --max-pixels {max_pixels}; pass --max-pixels "
-                                 f"{w * h} (at most {DECODER_MAX_PIXELS}) if it really is that large, or "
-                                 "downscale the file first")
+                fix = (f"pass --max-pixels {w * h}" + (" or a smaller --max-size" if drafted else
+                                                       " if it really is that large")
+                       if w * h <= DECODER_MAX_PIXELS else
+                       f"that is beyond what the decoder reads ({DECODER_MAX_PIXELS} pixels), so downscale the file "
+                       "first" + (" or lower --max-size" if drafted else ""))
+                raise BenchError(f"image {path} is {what}, more than --max-pixels {max_pixels}; {fix}")
             if drafted:
                 try:
                     return check_rgb(np.asarray(header), str(path), convert_rgb)
