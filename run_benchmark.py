@@ -54,6 +54,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--psnr-every", type=int, help="PSNR period in iterations (default 1: every iteration); a "
                    "longer one saves the full-image forward of strategies that do not run one themselves")
     p.add_argument("--max-size", type=int, help="downscale so the longest side is at most this (0 = native)")
+    p.add_argument("--max-pixels", type=int, help="refuse images of more pixels than this, read from the file's "
+                   "header before decoding (default 100000000)")
     p.add_argument("--chunk-size", type=int, help="pixels per chunk for full-image forwards (0 = one pass)")
     p.add_argument("--compile", nargs="?", const="default",
                    choices=["default", "max-autotune", "cudagraphs", "reduce-overhead"],
@@ -174,7 +176,8 @@ def run(argv: list[str]) -> int:
             except (TypeError, ValueError) as exc:  # e.g. depth=abc: the model compared a string with a number
                 raise BenchError(f"--model-param {json.dumps(params, sort_keys=True)} for model {name!r}: a value has "
                                  f"the wrong type ({exc}); e.g. --model-param depth=3") from None
-            jobs += build_jobs(refs, strategy_list, seeds, convert_rgb=args.convert_rgb, model=name,
+            jobs += build_jobs(refs, strategy_list, seeds, convert_rgb=args.convert_rgb,
+                               max_pixels=datasets.MAX_PIXELS if args.max_pixels is None else args.max_pixels, model=name,
                                model_params=params, lr=settings.get("lr", model_spec(name).lr), **common)
     out = settings.get("out") or f"results/{common['suite']}"
     devices = csv_list(args.devices) or None

@@ -16,6 +16,7 @@ COMPILE_MODES = {"max-autotune": "max-autotune-no-cudagraphs", "cudagraphs": "ma
                  "reduce-overhead": "reduce-overhead"}
 # Fields that do not change what is computed, so they stay out of the run id.
 NON_SEMANTIC = {"chunk_size", "suite"}
+SEED_LIMIT = 2**63  # torch's generators take seeds below 2**64, the store's int64 column below 2**63
 # Fields added after results were published: left out of the run id at their default, so those run ids stay.
 OMITTED_AT_DEFAULT = {"psnr_every": 1, "bf16_scoring": False, "graph_steps": False}
 
@@ -100,6 +101,9 @@ def validate(cfg: RunConfig) -> None:
         raise BenchError(f"unknown lr schedule {cfg.lr_schedule!r}; choose one of {', '.join(LR_SCHEDULES)}")
     if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int) or cfg.seed < 0:
         raise BenchError(f"seed must be a whole number >= 0, got {cfg.seed!r}")
+    if cfg.seed >= SEED_LIMIT:
+        raise BenchError(f"seed must be below 2**63 = {SEED_LIMIT} (the store keeps seeds as 64-bit integers), "
+                         f"got {cfg.seed}")
     for name in ("max_size", "chunk_size"):
         value = getattr(cfg, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:

@@ -6,6 +6,7 @@ its error and the others go on; a finished run is never run again (resume = reru
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -29,6 +30,7 @@ import datasets
 from strategies import resolve
 
 from . import __version__
+from . import memory
 from .config import RunConfig
 from .errors import BenchError
 from .fit import fit, ms_per_iter
@@ -143,18 +145,42 @@ def select_images(suite: str, data_dir: str | None, images: str | None, max_imag
 
 
 def build_jobs(refs: list[datasets.ImageRef], strategies: list[tuple[str, dict[str, Any]]], seeds: list[int],
-               convert_rgb: bool = False, **common: Any) -> list[Job]:
-    """Every (image × strategy × seed). Images are read and checked here, so bad input stops the run before
-    any GPU work, with a one-line error."""
+               convert_rgb: bool = False, max_pixels: int = datasets.MAX_PIXELS, **common: Any) -> list[Job]:
+    """Every distinct (image × strategy × seed). Images are read and checked here, and every run is checked
+    against the memory available, so bad input stops the run before any GPU work, with a one-line error.
+    Entries that name one run twice (a seed or strategy given twice) are kept once, with a note."""
+    from .models import weight_bytes
+
+    datasets.check_max_pixels(max_pixels)
     jobs = []
+    device_have, host_have = memory.available_device_bytes(), memory.available_host_bytes()
+    weights: dict[str, tuple[int, dict[str, Any]]] = {}
     for ref in refs:
+        ref = dataclasses.replace(ref, max_size=common.get("max_size", 0), max_pixels=max_pixels)
         img = datasets.resize_longest(ref.read(convert_rgb), common.get("max_size", 0))
         digest = datasets.pixels_sha256(img)
         for (name, params), seed in product(strategies, seeds):
             _, full = resolve(name, params)
             cfg = RunConfig(image=ref.id, image_sha256=digest, strategy=name, params=full, seed=seed, **common)
+            key = json.dumps([cfg.model, cfg.model_params], sort_keys=True, default=str)
+            if key not in weights:
+                weights[key] = weight_bytes(cfg.model, cfg.model_params)
+            size, model_params = weights[key]
+            memory.check_run_fits(cfg, img.shape[0] * img.shape[1], size, model_params["width"],
+                                  model_params["depth"], device_have, host_have)
             jobs.append(Job(cfg, ref, convert_rgb))
-    return jobs
+    return unique_jobs(jobs)
+
+
+def unique_jobs(jobs: list[Job]) -> list[Job]:
+    """The jobs with each run id once (first occurrence kept); a one-line note says how many repeats went."""
+    seen: dict[str, Job] = {}
+    for job in jobs:
+        seen.setdefault(job.cfg.run_id, job)
+    if len(seen) < len(jobs):
+        print(f"note: {len(jobs) - len(seen)} of {len(jobs)} grid entries repeat another entry (same image, "
+              f"strategy, parameters and seed): running each once, {len(seen)} distinct run(s)", file=sys.stderr)
+    return list(seen.values())
 
 
 # --- execution -----------------------------------------------------------------------------------------------

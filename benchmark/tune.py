@@ -24,10 +24,18 @@ strategy parameters, so the strategy must take them (nint does).
 
 Storage: <out>/study.journal, an Optuna journal file (JournalFileBackend), unless --storage. A journal, not
 SQLite, because it is an append-only log written one fsynced line per operation under a file lock: a SIGKILL
-loses at most the line being written (the reader drops a torn last line), and several processes, on this
-machine or on a shared NFS folder, can append at once; SQLite locks the whole file per write and is unsafe on
-network file systems. `--storage URL` takes any Optuna RDB URL (postgresql://…, mysql://…, sqlite:///…) for
-workers on several machines; there, heartbeats fail a dead worker's trial and re-queue it automatically.
+loses at most the line being written, and several processes, on this machine or on a shared NFS folder, can
+append at once; SQLite locks the whole file per write and is unsafe on network file systems. A line torn by a
+process killed mid-append (or by a full disk) is cut off under the journal's lock, before the next append and
+when a study is opened, and kept in <journal>.torn, with a one-line warning: Optuna's reader skips a torn last
+line, but an append glued onto it would make every later read fail. A journal already damaged that way is
+repaired on open (the complete operation glued after the torn bytes is kept). `--storage URL` takes any Optuna
+RDB URL (postgresql://…, mysql://…, sqlite:///…) for workers on several machines; there, heartbeats fail a
+dead worker's trial and re-queue it automatically. Workers that create a new RDB study at the same moment race
+to create its tables; each retries a few times with a growing, jittered pause before it gives up in one line.
+
+Interrupting (Ctrl-C, SIGINT): the trial under way is marked FAIL and its parameters are queued again, tune
+prints one line and exits with status 130; rerunning the same command resumes.
 
 Resume: --n-trials is the total wanted (complete + pruned trials count): rerunning the same command runs only
 the missing ones. A trial left RUNNING by a killed process of this machine is marked failed and its parameters
@@ -52,15 +60,16 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import math
 import os
 import socket
 import sys
-import warnings
 from pathlib import Path
 from typing import Any, Callable
 
 from .errors import BenchError
+from .study_storage import open_storage, retry_start_race  # noqa: F401 - open_storage: tune's and report's storage
 from .runner import csv_list, parse_model_params, parse_seeds, select_images
 
 OBJECTIVES = {"psnr-at-iters": "maximize", "psnr-at-seconds": "maximize", "time-to-psnr": "minimize"}
@@ -84,6 +93,10 @@ class RunFailed(Exception):
     """A run of a trial failed (stored as "failed"): the trial fails, the study goes on."""
 
 
+class TrialInterrupted(Exception):
+    """SIGINT during a trial: Optuna marks the trial FAIL (this is in its `catch`), and the study stops."""
+
+
 class ArgParser(argparse.ArgumentParser):
     """Usage errors as one BenchError line (the CLI prints it and exits with status 2)."""
 
@@ -100,6 +113,7 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--max-images", type=int, default=0, help="keep only the first N images")
     g.add_argument("--max-size", type=int, default=0, help="downscale so the longest side is at most this")
     g.add_argument("--convert-rgb", action="store_true", help="convert grayscale/RGBA images to RGB")
+    g.add_argument("--max-pixels", type=int, help="refuse images of more pixels than this (default 100000000)")
     g.add_argument("--strategy", default="nint", help="one strategy selector, e.g. nint or 'nint[lam=2]'")
     g.add_argument("--iters", type=int, default=5000, help="training iterations per run")
     g.add_argument("--seeds", default="0", help="comma-separated seeds; each trial fits every image × seed")
@@ -224,7 +238,10 @@ def make_plan(args: argparse.Namespace) -> Plan:
     refs = select_images(args.suite, args.data_dir, args.images, args.max_images)
     suite = Path(args.suite).name if Path(args.suite).exists() else args.suite
     lr = args.lr if args.lr is not None else model_spec(args.model).lr
-    jobs = build_jobs(refs, [(name, fixed)], seeds, convert_rgb=args.convert_rgb, suite=suite,
+    import datasets
+
+    max_pixels = datasets.MAX_PIXELS if args.max_pixels is None else args.max_pixels
+    jobs = build_jobs(refs, [(name, fixed)], seeds, convert_rgb=args.convert_rgb, max_pixels=max_pixels, suite=suite,
                       mt_ratio=args.mt_ratio, ratio_schedule=args.ratio_schedule, interval=args.interval,
                       model=args.model, model_params=model_params, iters=args.iters, lr=lr,
                       lr_schedule=args.lr_schedule, eval_every=args.eval_every, lpips=not args.no_lpips,
@@ -241,33 +258,6 @@ def make_plan(args: argparse.Namespace) -> Plan:
 
 
 # --- storage and study ---------------------------------------------------------------------------------------
-def open_storage(spec: str, create: bool = True):
-    """An Optuna storage: an RDB URL (with heartbeats, so dead workers' trials are retried) or a journal file."""
-    import optuna
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
-
-    if "://" in spec:
-        retry = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None)  # optuna >= 4.9
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats are "experimental"
-                on_stale = ({"heartbeat_stale_trial_callback": retry(max_retry=3)} if retry else
-                            {"failed_trial_callback": optuna.storages.RetryFailedTrialCallback(max_retry=3)})
-                return optuna.storages.RDBStorage(spec, heartbeat_interval=60, grace_period=180, **on_stale)
-        except Exception as exc:  # noqa: BLE001 - driver missing, bad URL, server down: one line, whatever the cause
-            raise BenchError(f"cannot open storage {spec!r}: {str(exc).splitlines()[0]}; check the URL "
-                             "(e.g. postgresql://user@host/db)") from None
-    path = Path(spec)
-    if not create and not path.is_file():
-        raise BenchError(f"no study journal at {path}; pass the file that tune wrote (<out>/study.journal) or an RDB URL")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(JournalFileBackend(str(path)))
-    except OSError as exc:
-        raise BenchError(f"cannot open study journal {path}: {exc.strerror}; choose another --storage or --out") from None
-
-
 def make_pruner(name: str, startup: int = 5):
     import optuna
 
@@ -363,8 +353,9 @@ def load_study(plan: Plan, storage, name: str, pruner: str, startup: int, sample
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # its "Using an existing study" line: we say our own
     try:
-        study = optuna.create_study(storage=storage, study_name=name, direction=OBJECTIVES[plan.objective],
-                                    load_if_exists=True, pruner=make_pruner(pruner, startup))
+        study = retry_start_race(lambda: optuna.create_study(
+            storage=storage, study_name=name, direction=OBJECTIVES[plan.objective], load_if_exists=True,
+            pruner=make_pruner(pruner, startup)))
     finally:
         optuna.logging.set_verbosity(verbosity)
     if study.direction.name.lower() != OBJECTIVES[plan.objective]:
@@ -385,8 +376,10 @@ def load_study(plan: Plan, storage, name: str, pruner: str, startup: int, sample
 
 
 # --- the objective -------------------------------------------------------------------------------------------
-def objective_fn(plan: Plan, device: str, study) -> Callable:
-    """The Optuna objective: fit (or read back) every run of the trial's parameters, return the mean value."""
+def objective_fn(plan: Plan, device: str, study, interrupted: list[int] | None = None) -> Callable:
+    """The Optuna objective: fit (or read back) every run of the trial's parameters, return the mean value.
+    On SIGINT it queues the trial's parameters again, stops the study, records the trial's number in
+    `interrupted` and raises TrialInterrupted, which Optuna stores as the trial's failure."""
     import optuna
 
     from .runner import execute
@@ -396,14 +389,15 @@ def objective_fn(plan: Plan, device: str, study) -> Callable:
     store = Store(plan.out)
 
     def objective(trial) -> float:
-        trial.set_user_attr("worker", f"{os.getpid()}@{socket.gethostname()}")
-        values = suggest(trial, plan.space)
-        jobs = plan.trial_jobs(values)
-        run_ids = [j.cfg.run_id for j in jobs]
-        trial.set_user_attr("run_ids", run_ids)
-        trial.set_user_attr("device", device)
-        study.set_user_attr(f"trial_{trial.number}", run_ids)
+        values = None
         try:
+            trial.set_user_attr("worker", f"{os.getpid()}@{socket.gethostname()}")
+            values = suggest(trial, plan.space)
+            jobs = plan.trial_jobs(values)
+            run_ids = [j.cfg.run_id for j in jobs]
+            trial.set_user_attr("run_ids", run_ids)
+            trial.set_user_attr("device", device)
+            study.set_user_attr(f"trial_{trial.number}", run_ids)
             scores = []
             for k, job in enumerate(jobs):
                 cfg = job.cfg
@@ -432,8 +426,12 @@ def objective_fn(plan: Plan, device: str, study) -> Callable:
                 scores.append(run_value(metrics, plan.objective, cfg.iters, plan.budget_seconds, plan.target_db))
             return sum(scores) / len(scores)
         except KeyboardInterrupt:
-            study.enqueue_trial(values, user_attrs={"retry_of": trial.number})  # rerun picks it up again
-            raise
+            if values is not None:
+                study.enqueue_trial(values, user_attrs={"retry_of": trial.number})  # rerun picks it up again
+            study.stop()
+            if interrupted is not None:
+                interrupted.append(trial.number)
+            raise TrialInterrupted(f"trial {trial.number} interrupted") from None
 
     return objective
 
@@ -470,8 +468,22 @@ def _warm_up() -> None:
     torch.optim.Adam([p]).step()
 
 
-def worker(args: argparse.Namespace, plan: Plan, device: str, index: int = 0, study=None) -> None:
-    """One worker: attach to the study (in a new process) and run trials on `device` until it has --n-trials."""
+class _QuietInterruption(logging.Filter):
+    """Drops Optuna's "Trial N failed …" records (one with a traceback) of the interrupted trials: tune says it
+    in one line of its own."""
+
+    def __init__(self, interrupted: list[int]):
+        super().__init__()
+        self.interrupted = interrupted
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(message.startswith(f"Trial {n} failed ") for n in self.interrupted)
+
+
+def worker(args: argparse.Namespace, plan: Plan, device: str, index: int = 0, study=None) -> list[int]:
+    """One worker: attach to the study (in a new process) and run trials on `device` until it has --n-trials.
+    Returns the numbers of the trials a SIGINT interrupted (marked FAIL, parameters queued again)."""
     import optuna
     from optuna.trial import TrialState
 
@@ -480,10 +492,55 @@ def worker(args: argparse.Namespace, plan: Plan, device: str, index: int = 0, st
         study = load_study(plan, storage, study_name(args), args.pruner, args.pruner_startup, args.sampler_seed, index)
     missing = args.n_trials - finished_count(study)
     if missing <= 0:
-        return
+        return []
     _warm_up()
     enough = optuna.study.MaxTrialsCallback(args.n_trials, states=(TrialState.COMPLETE, TrialState.PRUNED))
-    study.optimize(objective_fn(plan, device, study), n_trials=missing, catch=(RunFailed,), callbacks=[enough])
+    interrupted: list[int] = []
+    quiet, log = _QuietInterruption(interrupted), logging.getLogger("optuna.study._optimize")
+    log.addFilter(quiet)
+    try:
+        study.optimize(objective_fn(plan, device, study, interrupted), n_trials=missing,
+                       catch=(RunFailed, TrialInterrupted), callbacks=[enough])
+    except KeyboardInterrupt:  # between trials, inside Optuna's own bookkeeping
+        interrupted += release_own_trials(study)
+    finally:
+        log.removeFilter(quiet)
+    return interrupted
+
+
+def release_own_trials(study) -> list[int]:
+    """Fail this process's RUNNING trials and queue their parameters again (a SIGINT outside the objective)."""
+    from optuna.trial import TrialState
+
+    me, released = f"{os.getpid()}@{socket.gethostname()}", []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if t.user_attrs.get("worker") == me:
+            try:
+                study.tell(t.number, state=TrialState.FAIL)
+            except (RuntimeError, ValueError):
+                continue
+            study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
+            released.append(t.number)
+    return released
+
+
+def _worker_process(args: argparse.Namespace, plan: Plan, device: str, index: int) -> None:
+    """A worker in a process of its own: exits 130 when interrupted, without a traceback."""
+    try:
+        interrupted = worker(args, plan, device, index)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except BenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    if interrupted:
+        sys.exit(130)
+
+
+def interrupted_line(trials: list[int]) -> str:
+    which = f"trial(s) {', '.join(map(str, sorted(trials)))} marked failed, their parameters queued again; " \
+        if trials else ""
+    return f"interrupted: {which}finished trials and runs are stored; rerun the same command to resume"
 
 
 def study_name(args: argparse.Namespace) -> str:
@@ -509,11 +566,20 @@ def _devices(text: str | None) -> list[str]:
 
 
 def main(argv: list[str]) -> int:
-    import optuna
-
+    """The tune command; SIGINT at any point: one line (interrupted_line), status 130."""
     args = parser().parse_args(argv)
     plan = make_plan(args)  # every input error surfaces here, once, before any worker starts
     devices = _devices(args.devices)
+    try:
+        return _run(args, plan, devices)
+    except KeyboardInterrupt:
+        print(interrupted_line([]), file=sys.stderr)
+        return 130
+
+
+def _run(args: argparse.Namespace, plan: Plan, devices: list[str]) -> int:
+    import optuna
+
     storage_spec = args.storage or str(Path(plan.out) / "study.journal")
     name = study_name(args)
     study = load_study(plan, open_storage(storage_spec), name, args.pruner, args.pruner_startup, args.sampler_seed)
@@ -528,16 +594,33 @@ def main(argv: list[str]) -> int:
         print(f"study {name!r} already has {done} finished trials (--n-trials {args.n_trials}); nothing to run",
               file=sys.stderr)
     elif len(devices) == 1:
-        worker(args, plan, devices[0], study=study)
+        interrupted = worker(args, plan, devices[0], study=study)
+        if interrupted:
+            print(interrupted_line(interrupted), file=sys.stderr)
+            return 130
     else:
         import multiprocessing
+        import signal
 
         ctx = multiprocessing.get_context("spawn")  # CUDA needs fresh processes
-        procs = [ctx.Process(target=worker, args=(args, plan, dev, i), name=f"tune-{dev}") for i, dev in enumerate(devices)]
+        procs = [ctx.Process(target=_worker_process, args=(args, plan, dev, i), name=f"tune-{dev}")
+                 for i, dev in enumerate(devices)]
         for proc in procs:
             proc.start()
-        for proc in procs:
-            proc.join()
+        try:
+            for proc in procs:
+                proc.join()
+        except KeyboardInterrupt:  # pass it on (a terminal's Ctrl-C reaches them already), wait for their cleanup
+            for proc in procs:
+                if proc.is_alive():
+                    os.kill(proc.pid, signal.SIGINT)
+            for proc in procs:
+                proc.join()
+            print(interrupted_line([]), file=sys.stderr)
+            return 130
+        if any(p.exitcode == 130 for p in procs):
+            print(interrupted_line([]), file=sys.stderr)
+            return 130
         bad = [p.name for p in procs if p.exitcode != 0]
         if bad:
             print(f"worker(s) {', '.join(bad)} stopped with an error (see above); rerun the same command to resume",

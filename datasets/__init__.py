@@ -1,18 +1,25 @@
 """Image suites: `kodak` (downloaded and verified, or a local copy), `div2k16` (local), `builtin` (shipped with
 scikit-image, the offline default), or any folder / single image file given as the suite name.
 
-Every image is read as 8- or 16-bit RGB and checked; a bad file is a one-line BenchError.
+Every image is read as 8- or 16-bit RGB and checked; a bad file is a one-line BenchError. Its header is read
+first: an image of more than `max_pixels` pixels (--max-pixels) is refused before it is decoded, so a small
+file that claims a huge size (a decompression bomb) costs nothing; this check stands in for Pillow's own limit. A JPEG that --max-size will shrink at least
+twofold is decoded at reduced scale (libjpeg's DCT scaling, 1/2 to 1/8, through Pillow's `draft`), never at
+full size; other formats are decoded at full size and then downscaled. Image ids are file stems, so a folder
+holding two images of one stem (x.png and x.jpg) is refused.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import math
 import os
 import sys
 import urllib.request
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -22,6 +29,9 @@ HERE = Path(__file__).resolve().parent
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".ppm")
 KODAK_URL = "https://r0k.us/graphics/kodak/kodak/{name}"
 CACHE_ENV = "NINT_BENCH_CACHE"
+MAX_PIXELS = 100_000_000  # default --max-pixels: a 10000 × 10000 image (300 MB as 8-bit RGB)
+DECODER_MAX_PIXELS = 2**30  # OpenCV's own limit (CV_IO_MAX_IMAGE_PIXELS): --max-pixels cannot go above it
+JPEG_SUFFIXES = (".jpg", ".jpeg")
 
 
 @dataclass(frozen=True)
@@ -32,11 +42,17 @@ class ImageRef:
     path: Path | None = None
     loader: Callable[[], np.ndarray] | None = None
     sha256: str | None = None  # expected file checksum, verified on load
+    max_size: int = 0  # the run's --max-size: lets a JPEG be decoded at reduced scale
+    max_pixels: int = MAX_PIXELS  # larger images are refused before they are decoded
 
     def read(self, convert_rgb: bool = False) -> np.ndarray:
         if self.loader is not None:
-            return check_rgb(self.loader(), self.id, convert_rgb)
-        return load_image(self.path, convert_rgb, self.sha256)
+            arr = self.loader()
+            if arr.shape[0] * arr.shape[1] > self.max_pixels:
+                raise BenchError(f"image {self.id} is {arr.shape[1]}×{arr.shape[0]} pixels, more than --max-pixels "
+                                 f"{self.max_pixels}; pass --max-pixels {arr.shape[0] * arr.shape[1]} to read it")
+            return check_rgb(arr, self.id, convert_rgb)
+        return load_image(self.path, convert_rgb, self.sha256, self.max_size, self.max_pixels)
 
 
 def file_sha256(path: Path) -> str:
@@ -47,9 +63,45 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def load_image(path: Path | str, convert_rgb: bool = False, sha256: str | None = None) -> np.ndarray:
-    """(H, W, 3) uint8 or uint16 array; BenchError naming the file on any problem."""
+def check_max_pixels(max_pixels: Any) -> None:
+    if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or not 1 <= max_pixels <= DECODER_MAX_PIXELS:
+        raise BenchError(f"--max-pixels must be a whole number in [1, {DECODER_MAX_PIXELS}] (the decoder reads at "
+                         f"most 2**30 pixels), got {max_pixels!r}")
+
+
+def _open_header(path: Path):
+    """Pillow's lazy image (header parsed, pixels not decoded), or None if Pillow does not know the format.
+    Pillow's own decompression-bomb limit (a warning, then an error with a traceback) is lifted for this one
+    open, and its global setting left as it was: load_image checks the size against --max-pixels itself."""
+    from PIL import Image, UnidentifiedImageError
+
+    limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+    try:
+        return Image.open(path)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        return None
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+
+
+def _draft_scale(im, max_size: int) -> bool:
+    """Ask a JPEG for DCT-scaled decoding so that its longest side stays >= max_size; True if it shrinks."""
+    w, h = im.size
+    if im.format != "JPEG" or max_size <= 0 or max(w, h) < 2 * max_size or im.mode not in ("RGB", "L"):
+        return False
+    scale = max_size / max(w, h)
+    im.draft(im.mode, (math.ceil(w * scale), math.ceil(h * scale)))
+    return im.size != (w, h)
+
+
+def load_image(path: Path | str, convert_rgb: bool = False, sha256: str | None = None, max_size: int = 0,
+               max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """(H, W, 3) uint8 or uint16 array; BenchError naming the file on any problem. Sizes above `max_pixels`
+    are refused from the header; a JPEG that `max_size` will shrink is decoded at reduced scale (module
+    docstring); the result is not yet resized to `max_size` (resize_longest does that)."""
     import cv2
+
+    check_max_pixels(max_pixels)
 
     path = Path(path)
     if not path.is_file():
@@ -61,6 +113,27 @@ def load_image(path: Path | str, convert_rgb: bool = False, sha256: str | None =
                 f"checksum mismatch for {path}: expected {sha256[:12]}…, got {got[:12]}…; "
                 "the file is corrupt or a different image: delete it and download it again"
             )
+    header = _open_header(path)
+    if header is not None:
+        with header:
+            full = header.size
+            drafted = path.suffix.lower() in JPEG_SUFFIXES and _draft_scale(header, max_size)
+            w, h = header.size
+            if w * h > max_pixels:
+                what = f"{w}×{h} pixels" + (f" even decoded at reduced scale (full size {full[0]}×{full[1]})"
+                                            if drafted else "")
+                fix = (f"pass --max-pixels {w * h}" + (" or a smaller --max-size" if drafted else
+                                                       " if it really is that large")
+                       if w * h <= DECODER_MAX_PIXELS else
+                       f"that is beyond what the decoder reads ({DECODER_MAX_PIXELS} pixels), so downscale the file "
+                       "first" + (" or lower --max-size" if drafted else ""))
+                raise BenchError(f"image {path} is {what}, more than --max-pixels {max_pixels}; {fix}")
+            if drafted:
+                try:
+                    return check_rgb(np.asarray(header), str(path), convert_rgb)
+                except OSError:
+                    raise BenchError(f"cannot read image {path}: the file is truncated, corrupt or not an image; "
+                                     "is it a complete, valid image file?") from None
     # OpenCV keeps 16-bit RGB (Pillow silently reduces it to 8 bits); it returns None for what it cannot decode.
     arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if arr is None or arr.size == 0:
@@ -220,6 +293,14 @@ def suite_images(name: str, data_dir: str | None = None) -> list[ImageRef]:
         files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
             raise BenchError(f"folder {path} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+        by_stem: dict[str, list[Path]] = {}
+        for p in files:
+            by_stem.setdefault(p.stem, []).append(p)
+        for stem, same in by_stem.items():
+            if len(same) > 1:
+                raise BenchError(f"folder {path} holds {len(same)} images with the id {stem!r} "
+                                 f"({', '.join(p.name for p in same)}): an image's id is its file name without "
+                                 "the extension, so rename or move all but one")
         return [ImageRef(p.stem, p) for p in files]
     if path.suffix.lower() in IMAGE_SUFFIXES:
         if not path.is_file():

@@ -15,7 +15,7 @@ import importlib
 import pkgutil
 from typing import Any
 
-from benchmark.errors import BenchError, check_param_types
+from benchmark.errors import BenchError, check_declared, check_param_types, check_ranges
 from benchmark.schedules import interval_profile
 
 STRATEGIES: dict[str, type] = {}
@@ -26,6 +26,7 @@ def register_strategy(name: str, *, aliases: dict[str, dict[str, Any]] | None = 
     """Class decorator: register under `name`; `aliases` maps other names to fixed parameter overrides."""
 
     def wrap(cls):
+        check_declared(f"strategy {name!r}", cls.defaults, cls.ranges)
         for key in [name, *(aliases or {})]:
             if key in STRATEGIES or key in _ALIASES:
                 raise ValueError(f"strategy {key!r} is registered twice")
@@ -74,6 +75,7 @@ def resolve(name: str, params: dict[str, Any] | None = None) -> tuple[type, dict
         )
     check_param_types(f"strategy {name!r}", params, cls.defaults, name + "[{key}={value}]")
     full = {**cls.defaults, **params}
+    check_ranges(f"strategy {name!r}", full, cls.ranges, name + "[{key}={value}]", cls.defaults)
     if hasattr(cls, "validate"):
         try:
             cls.validate(full)

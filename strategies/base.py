@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 import torch
 
 from benchmark import schedules
+from benchmark.errors import Range
 from benchmark.task import Task
 
 
@@ -39,6 +40,9 @@ class Strategy:
     """Base class. Subclasses implement `choose`; the base applies the interval profile.
 
     `defaults` lists every tunable parameter with its default; unknown parameters are refused by the registry.
+    `ranges` declares the allowed values of every numeric one (benchmark.errors.Range): the registry refuses
+    NaN, ±inf and out-of-range values before a run starts; `validate(params)`, if a strategy defines it, checks
+    what involves several parameters at once.
     On a step where the interval profile asks for no recompute, the previous batch is reused as is
     (same pixels, no full forward), as in INT and NINT.
 
@@ -49,6 +53,7 @@ class Strategy:
 
     name: ClassVar[str] = ""
     defaults: ClassVar[dict[str, Any]] = {}
+    ranges: ClassVar[dict[str, Range]] = {}
     uses_profile: ClassVar[bool] = True  # False: the strategy ignores the interval profile
 
     def __init__(self, task: Task, **params: Any):

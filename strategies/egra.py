@@ -2,7 +2,7 @@ import cv2
 import numpy as np
 import torch
 
-from benchmark.errors import BenchError
+from benchmark.errors import BenchError, Range, at_least
 from strategies import register_strategy
 from strategies.base import Batch, Strategy
 
@@ -18,17 +18,17 @@ class EGRA(Strategy):
     """
 
     defaults = {"low": 30.0, "high": 40.0, "p": 0.0025, "base": 4096 / 640000, "shift_min": 6, "shift_max": 9}
+    # Canny thresholds on the 8-bit gray image; a shift of s and of s mod N are the same jitter
+    ranges = {"low": at_least(0.0), "high": at_least(0.0), "p": Range(0.0, 1.0), "base": at_least(0.0),
+              "shift_min": at_least(0, integer=True), "shift_max": at_least(0, integer=True)}
 
     @classmethod
     def validate(cls, p):
-        if not 0.0 <= p["p"] <= 1.0:
-            raise BenchError(f"egra p (edge weight) must be in [0, 1], got {p['p']}")
         if p["base"] <= 0 and p["p"] < 1.0:
             raise BenchError(f"egra base (non-edge weight) must be > 0, got {p['base']}")
-        if int(p["shift_min"]) != p["shift_min"] or int(p["shift_max"]) != p["shift_max"] \
-                or p["shift_min"] > p["shift_max"]:
-            raise BenchError(f"egra shift_min <= shift_max must be whole numbers, "
-                             f"got {p['shift_min']}, {p['shift_max']}")
+        if p["shift_min"] > p["shift_max"]:
+            raise BenchError(f"egra needs shift_min <= shift_max, got shift_min={p['shift_min']}, "
+                             f"shift_max={p['shift_max']}")
 
     def __init__(self, task, **params):
         super().__init__(task, **params)

@@ -3,7 +3,7 @@ import functools
 import torch
 import torch.nn.functional as F
 
-from benchmark.errors import BenchError
+from benchmark.errors import Range, above, at_least
 from strategies import register_strategy
 from strategies.base import Batch, Strategy
 
@@ -48,20 +48,10 @@ class EVOS(Strategy):
 
     defaults = {"lap_coeff": 1e-5, "crossover_lap_coeff": 1e-5, "cfs_until": 1500, "mutation": 0.5,
                 "fitness_start": 100, "fitness_end": 50, "mse_scale": 4.0}
+    ranges = {"lap_coeff": at_least(0.0), "crossover_lap_coeff": above(0.0), "cfs_until": at_least(0.0),
+              "mutation": Range(0.0, 1.0), "fitness_start": at_least(2.0), "fitness_end": at_least(2.0),
+              "mse_scale": above(0.0)}  # fitness_start/end: intervals in iterations
     uses_profile = False
-
-    @classmethod
-    def validate(cls, p):
-        if p["lap_coeff"] < 0 or p["crossover_lap_coeff"] <= 0:
-            raise BenchError(f"evos needs lap_coeff >= 0 and crossover_lap_coeff > 0, got {p['lap_coeff']}, "
-                             f"{p['crossover_lap_coeff']}")
-        if not 0.0 <= p["mutation"] <= 1.0:
-            raise BenchError(f"evos mutation (share of r0 drawn uniformly) must be in [0, 1], got {p['mutation']}")
-        if p["fitness_start"] < 2 or p["fitness_end"] < 2:
-            raise BenchError(f"evos fitness_start and fitness_end (intervals) must be >= 2, got "
-                             f"{p['fitness_start']}, {p['fitness_end']}")
-        if p["mse_scale"] <= 0:
-            raise BenchError(f"evos mse_scale must be > 0 (4 = the reference's [-1, 1] units), got {p['mse_scale']}")
 
     def __init__(self, task, **params):
         super().__init__(task, **params)

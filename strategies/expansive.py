@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import torch
 
-from benchmark.errors import BenchError
+from benchmark.errors import Range, at_least
 from strategies import register_strategy
 from strategies.base import Batch, Strategy
 
@@ -39,13 +39,8 @@ class Expansive(Strategy):
     """
 
     defaults = {"anchor_share": 0.5, "mu": 15.0, "max_steps": 100}
-
-    @classmethod
-    def validate(cls, p):
-        if not 0.0 < p["anchor_share"] <= 1.0:
-            raise BenchError(f"expansive anchor_share (a = share·r0) must be in (0, 1], got {p['anchor_share']}")
-        if int(p["max_steps"]) != p["max_steps"] or p["max_steps"] < 0:
-            raise BenchError(f"expansive max_steps must be a whole number >= 0, got {p['max_steps']}")
+    ranges = {"anchor_share": Range(0.0, 1.0, low_open=True), "mu": at_least(0.0),
+              "max_steps": at_least(0, integer=True)}
 
     def __init__(self, task, **params):
         super().__init__(task, **params)

@@ -2,7 +2,7 @@ import math
 
 import torch
 
-from benchmark.errors import BenchError
+from benchmark.errors import BenchError, Range, at_least
 from benchmark.ntk import ntk_scores
 from strategies import register_strategy
 from strategies.base import Batch, Strategy
@@ -30,18 +30,14 @@ class NINT(Strategy):
         "score": "kg",
         "decay": "paper",
     }
+    ranges = {"xi": Range(0.0, 1.0), "alpha": at_least(1, integer=True), "lam": at_least(0.0),
+              "cutoff": Range(0.0, 1.0), "ntk_share": Range(0.0, 1.0, optional=True)}
 
     @classmethod
     def validate(cls, p):
-        if not 0.0 <= p["xi"] <= 1.0:
-            raise BenchError(f"xi (random share) must be in [0, 1], got {p['xi']}")
         share = 1.0 - p["xi"] if p["ntk_share"] is None else p["ntk_share"]
-        if share < 0 or p["xi"] + share > 1.0 + 1e-9:
+        if p["xi"] + share > 1.0 + 1e-9:
             raise BenchError(f"xi + ntk_share must be at most 1, got xi={p['xi']} ntk_share={share}")
-        if int(p["alpha"]) != p["alpha"] or p["alpha"] < 1:
-            raise BenchError(f"alpha (NTK recompute period) must be a whole number >= 1, got {p['alpha']}")
-        if p["lam"] < 0:
-            raise BenchError(f"lam (decay rate) must be >= 0, got {p['lam']}")
         if p["score"] not in ("kg", "primal"):
             raise BenchError(f"score must be 'kg' (paper) or 'primal' (release), got {p['score']!r}")
         if p["decay"] not in ("paper", "released"):

@@ -3,7 +3,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from benchmark.errors import BenchError
+from benchmark.errors import BenchError, Range, above, at_least
 from strategies import register_strategy
 from strategies.base import Batch, Strategy
 
@@ -45,6 +45,10 @@ class SoftMining(Strategy):
 
     defaults = {"a": 20.0, "b": 0.02, "alpha": 0.6, "warmup": 1000, "min_weight": 0.2, "uniform_share": 0.1,
                 "reinit_share": 0.1, "correction": "reference", "sobel_norm": "column", "off_grid": False}
+    # a: step along the loss gradient, b: noise scale, warmup: iterations, min_weight: floor of the weights
+    ranges = {"a": at_least(0.0), "b": at_least(0.0), "alpha": at_least(0.0), "warmup": above(0.0),
+              "min_weight": at_least(0.0), "uniform_share": Range(0.0, 1.0, high_open=True),
+              "reinit_share": Range(0.0, 1.0, high_open=True)}
     uses_profile = False
 
     @classmethod
@@ -55,11 +59,6 @@ class SoftMining(Strategy):
         if p["sobel_norm"] not in ("column", "global"):
             raise BenchError(f"soft-mining sobel_norm must be 'column' (reference) or 'global', "
                              f"got {p['sobel_norm']!r}")
-        for key in ("uniform_share", "reinit_share"):
-            if not 0.0 <= p[key] < 1.0:
-                raise BenchError(f"soft-mining {key} must be in [0, 1), got {p[key]}")
-        if p["warmup"] <= 0 or p["alpha"] < 0:
-            raise BenchError(f"soft-mining needs warmup > 0 and alpha >= 0, got {p['warmup']}, {p['alpha']}")
 
     def __init__(self, task, **params):
         super().__init__(task, **params)

@@ -111,7 +111,7 @@ def test_bad_model_parameters_stop_before_any_run(capsys, tmp_path):
     msg = cli_error(capsys, *base, "--model-param", "dept=2", "--out", str(tmp_path / "r"))
     assert msg == "error: model 'siren' has no parameter(s) dept; it takes bias_init, depth, w0, w0_initial, width"
     msg = cli_error(capsys, *base, "--model-param", "width=0", "--out", str(tmp_path / "r"))
-    assert msg == "error: SIREN needs depth >= 1 and width >= 1, got depth=5, width=0"
+    assert msg == "error: model 'siren' needs width >= 1 (a whole number), got width=0; e.g. --model-param width=256"
     msg = cli_error(capsys, *base, "--model-param", "depth=abc", "--out", str(tmp_path / "r"))
     assert msg == "error: model 'siren': depth must be a number, got 'abc'; e.g. --model-param depth=5"
     assert not (tmp_path / "r").exists()

@@ -80,7 +80,7 @@ def test_finer_scale_is_held_constant_in_both_modes():
 
 
 def test_bad_model_parameters():
-    with pytest.raises(BenchError, match="depth >= 1"):
+    with pytest.raises(BenchError, match=r"depth in \[1, 1000\]"):
         build_model("gauss", {"depth": 0})
     with pytest.raises(BenchError, match="no parameter"):
         build_model("wire", {"w0": 20})

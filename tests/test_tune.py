@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from optuna.trial import TrialState
 
-from benchmark import tune
+from benchmark import study_storage, tune
 from benchmark.errors import BenchError
 from benchmark.fit import RunStopped
 from benchmark.store import Store
@@ -180,3 +180,137 @@ def test_bad_input_is_one_line(tmp_path, extra, message):
     with pytest.raises(BenchError, match=message) as err:
         tune.main(["--suite", "builtin", "--images", "astronaut", "--max-size", "8", "--out", str(tmp_path), *extra])
     assert "\n" not in str(err.value)
+
+
+# --- storage damage, start races, interruption ----------------------------------------------------------------------
+def _tiny_study(tmp_path, n_trials: int) -> int:
+    return tune.main([*TINY, "--iters", "20", "--pruner", "none", "--n-trials", str(n_trials),
+                      "--out", str(tmp_path / "tune")])
+
+
+def test_a_torn_last_line_is_cut_and_the_study_goes_on(tmp_path, capsys):
+    journal = tmp_path / "tune" / "study.journal"
+    assert _tiny_study(tmp_path, 1) == 0
+    whole = journal.read_bytes()
+    torn = b'{"op_code":5,"worker_id":"x","trial_id":0,"param_na'  # killed mid-append
+    journal.write_bytes(whole + torn)
+    assert len(_complete(_trials(journal))) == 1  # Optuna's reader skips the torn line...
+    capsys.readouterr()
+
+    assert _tiny_study(tmp_path, 2) == 0  # ...and the next append would glue onto it: cut first
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: study journal")]
+    assert warnings == [f"warning: study journal {journal}: a torn last line ({len(torn)} bytes) was cut off (a "
+                        "writer was killed mid-line, or the disk was full); the bytes are kept in "
+                        f"{journal}.torn, the study is readable and appendable"]
+    assert (tmp_path / "tune" / "study.journal.torn").read_bytes() == torn + b"\n"
+    assert journal.read_bytes().startswith(whole) and journal.read_bytes().endswith(b"\n")
+    assert len(_complete(_trials(journal))) == 2
+
+
+def test_a_journal_glued_onto_a_torn_line_is_repaired_on_open(tmp_path):
+    path = tmp_path / "study.journal"
+    storage = tune.open_storage(str(path))
+    study = optuna.create_study(storage=storage, study_name="s")
+    study.enqueue_trial({"x": 0.5})
+    study.enqueue_trial({"x": 0.25})
+    lines = path.read_bytes().splitlines(keepends=True)
+    torn = b'{"op_code":4,"worker_id":"dead","study_id":0,"user_'
+    assert len(lines) >= 3
+    path.write_bytes(b"".join(lines[:-2]) + torn + b"".join(lines[-2:]))  # an older append glued onto torn bytes
+    with pytest.raises(Exception):
+        optuna.load_study(study_name="s", storage=optuna.storages.JournalStorage(
+            optuna.storages.journal.JournalFileBackend(str(path))))  # unreadable as it is
+    with pytest.raises(BenchError, match=r"is damaged \(1 piece\(s\) that are no operation\); run tune"):
+        tune.open_storage(str(path), create=False)  # a reader says so and leaves it alone
+    repaired = tune.open_storage(str(path))
+    assert b"".join(lines) == path.read_bytes()  # the glued operation kept, the torn bytes out
+    assert (tmp_path / "study.journal.torn").read_bytes() == torn + b"\n"
+    study = optuna.load_study(study_name="s", storage=repaired)
+    assert [t.state for t in study.trials] == [TrialState.WAITING] * 2
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)  # appendable again
+    assert [(t.state, t.params) for t in study.trials] == [(TrialState.COMPLETE, {"x": 0.5}),
+                                                           (TrialState.COMPLETE, {"x": 0.25})]
+    assert study_storage.split_damage(path.read_bytes())[1] == []
+
+
+RACE = """
+import sys, time
+sys.path.insert(0, {root!r})
+from benchmark.study_storage import open_storage, retry_start_race  # optuna alone: no torch to import
+from benchmark.errors import BenchError
+import optuna
+optuna.logging.set_verbosity(optuna.logging.ERROR)
+from pathlib import Path
+folder, me = Path(sys.argv[1]), sys.argv[2]
+(folder / f"ready-{{me}}").touch()  # both past their imports, then both start at the same moment
+while len(list(folder.glob("ready-*"))) < 2:
+    time.sleep(0.001)
+t0 = max(p.stat().st_mtime for p in folder.glob("ready-*")) + 0.5
+for i in range({n}):
+    while time.time() < t0 + i * 0.3:
+        time.sleep(0.001)
+    try:
+        storage = open_storage(f"sqlite:///{{folder}}/db{{i}}.sqlite")
+        retry_start_race(lambda: optuna.create_study(storage=storage, study_name="s", load_if_exists=True))
+        print("ok")
+    except BenchError as exc:
+        print("error:", exc)
+"""
+
+
+def test_workers_starting_together_on_a_new_sqlite_study(tmp_path):
+    """Without the retry, about 8 of 10 of these starts fail one of the two (UNIQUE constraint failed:
+    alembic_version.version_num, or a table that already exists)."""
+    n = 10
+    script = tmp_path / "race.py"
+    script.write_text(RACE.format(root=str(ROOT), n=n))
+    procs = [subprocess.Popen([sys.executable, str(script), str(tmp_path), str(k)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for k in range(2)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    for out, err in outs:
+        assert out.split() == ["ok"] * n, (out, err[-2000:])
+
+
+def test_retry_gives_up_in_one_line(monkeypatch):
+    monkeypatch.setattr(study_storage, "RDB_RETRY_SECONDS", 0.0)
+    calls = []
+
+    def always_racing():
+        calls.append(1)
+        raise RuntimeError("(sqlite3.IntegrityError) UNIQUE constraint failed: alembic_version.version_num")
+
+    with pytest.raises(RuntimeError):
+        study_storage.retry_start_race(always_racing)
+    assert len(calls) == study_storage.RDB_START_ATTEMPTS
+    calls.clear()
+    with pytest.raises(ValueError):
+        study_storage.retry_start_race(lambda: calls.append(1) or (_ for _ in ()).throw(ValueError("other")))
+    assert len(calls) == 1  # anything else is not retried
+
+
+def test_sigint_fails_the_trial_in_one_line(tmp_path):
+    out = tmp_path / "tune"
+    journal = out / "study.journal"
+    cmd = [sys.executable, "run_benchmark.py", "tune", *TINY, "--iters", "100000", "--pruner", "none",
+           "--n-trials", "3", "--out", str(out)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:  # a trial fitting its run
+            if journal.exists() and any(t.state == TrialState.RUNNING and "run_ids" in t.user_attrs
+                                        for t in _trials(journal)):
+                break
+            time.sleep(0.05)
+        time.sleep(0.5)
+        assert proc.poll() is None, proc.stderr.read()[-2000:]
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, stderr[-3000:]
+    assert stderr.strip().splitlines() == ["interrupted: trial(s) 0 marked failed, their parameters queued again; "
+                                           "finished trials and runs are stored; rerun the same command to resume"]
+    assert "Traceback" not in stderr + stdout
+    trials = _trials(journal)
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.WAITING]
+    assert trials[1].user_attrs["retry_of"] == 0 and trials[1].system_attrs["fixed_params"] == trials[0].params
