@@ -97,11 +97,16 @@ def timing_group(row: Mapping[str, Any]) -> str:
     TF32, compile mode, bf16 scoring, graph steps, PSNR period and how the time was obtained (`timing`:
     measured, or a profile; measured when the run does not say). Times of different groups are not
     comparable: a table of times holds one group."""
-    cfg = json.loads(row.get("config") or "{}") if isinstance(row.get("config"), str) else dict(row.get("config") or {})
-    timing = row.get("timing") or cfg.get("timing") or "measured"
-    gpu = row.get("gpu_name") or ("CPU" if str(row.get("device", "cpu")).startswith("cpu") else str(row.get("device")))
+    def text(key: str) -> str:
+        value = row.get(key)
+        return "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
+
+    cfg = json.loads(text("config") or "{}")
+    timing = text("timing") or cfg.get("timing") or "measured"
+    device = text("device") or "cpu"
+    gpu = text("gpu_name") or ("CPU" if device.startswith("cpu") else device)
     compile_mode = cfg.get("compile", False)
-    parts = [str(gpu), str(row.get("execution_mode") or "exclusive"),
+    parts = [gpu, text("execution_mode") or "exclusive",
              "tf32" if cfg.get("tf32") else "fp32",
              "eager" if compile_mode is False else f"compile {'default' if compile_mode is True else compile_mode}",
              *(["bf16 scoring"] if cfg.get("bf16_scoring") else []),

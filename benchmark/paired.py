@@ -75,8 +75,9 @@ def mean_interval(units: np.ndarray, interval: str = "t", level: float = LEVEL, 
     if n < MIN_INTERVAL_N:
         return math.nan, math.nan, "none"
     mean = float(units.mean())
+    constant = np.ptp(units) <= 1e-12 * max(1.0, abs(mean))  # every image gave the same difference
     if interval == "bca":
-        if np.ptp(units) > 0:
+        if not constant:
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("error")  # scipy warns (and returns NaN) when BCa degenerates
@@ -90,9 +91,9 @@ def mean_interval(units: np.ndarray, interval: str = "t", level: float = LEVEL, 
         method = "t (BCa not computable)"
     else:
         method = "t"
-    sem = float(stats.sem(units))
-    if sem == 0.0:  # every image gave the same difference
+    if constant:
         return mean, mean, method
+    sem = float(stats.sem(units))
     lo, hi = stats.t.interval(level, n - 1, loc=mean, scale=sem)
     return float(lo), float(hi), method
 

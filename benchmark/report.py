@@ -619,7 +619,7 @@ def figure_context(values: pd.DataFrame) -> str:
         items = list(dict.fromkeys(items))
         return ", ".join(map(str, items[:3])) + (", …" if len(items) > 3 else "") + unit
 
-    sizes = [f"{int(w)}×{int(h)}" for h, w in zip(values["height"], values["width"]) if h == h and w == w]
+    sizes = [f"{int(w)}×{int(h)}" for h, w in zip(values["height"], values["width"]) if pd.notna(h) and pd.notna(w)]
     parts = [listing(values["suite"]), listing(sizes, " px") if sizes else "",
              "r = " + listing(f"{r:g}" for r in sorted(values["mt_ratio"].unique()))]
     return " · ".join(p for p in parts if p)
