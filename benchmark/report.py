@@ -947,7 +947,7 @@ def _failed(results: Path) -> set[tuple]:
     return {(lbl, img, int(s)) for lbl, img, s in zip(bad["label"], bad["image"], bad["seed"]) if s == s}
 
 
-def _sections(result: TableResult, folder: Path, references: Sequence[str]) -> tuple[list[str], dict[str, dict]]:
+def _sections(result: TableResult, folder: Path) -> tuple[list[str], dict[str, dict]]:
     """Write a table of means, its per-image table and its comparisons; their Markdown and their entries."""
     written: dict[str, dict] = {}
     cells = [v for col in result.means.columns for v in result.means[col]]
@@ -967,10 +967,7 @@ def _sections(result: TableResult, folder: Path, references: Sequence[str]) -> t
            means_note, ""]
     written[result.name] = {"kind": "means", "of": result.name, "caption": result.caption, "note": means_note,
                             "table": result.means}
-    for ref in references:
-        table = result.comparisons.get(ref)
-        if table is None:
-            continue
+    for ref, table in result.comparisons.items():
         name, caption = f"{result.name}_vs_{_slug(ref)}", f"{result.caption}: paired comparison with {ref}"
         note = comparison_note(table, ref)
         doc += [f"### {caption}", "", write_table(table, name, caption, folder, note), note, ""]
@@ -1046,7 +1043,7 @@ def build_report(results: str | Path, out: str | Path | None = None, study: str 
     tables, written = {}, {}
     for result in built:
         tables[result.name] = result
-        section, files = _sections(result, out / "tables", references)
+        section, files = _sections(result, out / "tables")
         doc += section
         written.update(files)
     figures_dir = out / "figures"
