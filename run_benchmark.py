@@ -73,6 +73,9 @@ def parser() -> argparse.ArgumentParser:
                    help="concurrent runs per device (throughput mode; timing is then shared, and recorded so)")
     p.add_argument("--no-lpips", action="store_true", help="do not compute LPIPS")
     p.add_argument("--lpips-weights", help="path of torchvision's alexnet-owt-7be5be79.pth (offline LPIPS)")
+    p.add_argument("--lpips-norm", default="minmax", choices=["minmax", "fixed"],
+                   help="LPIPS input: each image min-max normalised to [-1, 1] (default, the NINT release) or "
+                        "[0, 1] mapped to [-1, 1] (fixed: how runs stored before this option computed it)")
     p.add_argument("--convert-rgb", action="store_true", help="convert grayscale/RGBA images to RGB with a warning")
     p.add_argument("--force", action="store_true", help="rerun runs that are already finished")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -163,7 +166,7 @@ def run(argv: list[str]) -> int:
         iters=settings.get("iters", 5000),
         lr_schedule=settings.get("lr_schedule", "constant"), eval_every=settings.get("eval_every", 100),
         psnr_every=settings.get("psnr_every", 1),
-        lpips=not args.no_lpips, max_size=settings.get("max_size", 0), chunk_size=settings.get("chunk_size", 0),
+        lpips=not args.no_lpips, lpips_norm=args.lpips_norm, max_size=settings.get("max_size", 0), chunk_size=settings.get("chunk_size", 0),
         compile={None: False, "default": True}.get(args.compile, args.compile), tf32=args.tf32,
         bf16_scoring=args.bf16_scoring, graph_steps=args.graph_steps,
     )

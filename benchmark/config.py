@@ -19,6 +19,9 @@ NON_SEMANTIC = {"chunk_size", "suite"}
 SEED_LIMIT = 2**63  # torch's generators take seeds below 2**64, the store's int64 column below 2**63
 # Fields added after results were published: left out of the run id at their default, so those run ids stay.
 OMITTED_AT_DEFAULT = {"psnr_every": 1, "bf16_scoring": False, "graph_steps": False}
+LPIPS_NORMS = ("minmax", "fixed")
+# LPIPS's input mapping before `lpips_norm` existed: runs that computed it so keep their ids without the field.
+LPIPS_NORM_BEFORE = "fixed"
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,9 @@ class RunConfig:
     # strategy without its own full forward costs (quality-vs-iteration grids). Rows in between store null.
     psnr_every: int = 1
     lpips: bool = False  # whether LPIPS is computed (backbone available and not disabled)
+    # How LPIPS maps images to its [-1, 1] input: "minmax" normalises each image by its own minimum and maximum
+    # (the NINT release), "fixed" maps [0, 1] linearly. Out of the run id when LPIPS is off, or "fixed".
+    lpips_norm: str = "minmax"
     max_size: int = 0  # 0: native resolution; else the longest side is downscaled to this
     chunk_size: int = 0  # evaluation/scoring chunk in pixels; 0 = one pass
     # torch.compile the model: False, True (inductor's default mode: fused elementwise kernels), "max-autotune"
@@ -70,6 +76,8 @@ class RunConfig:
     def run_id(self) -> str:
         semantic = {k: v for k, v in self.to_dict().items()
                     if k not in NON_SEMANTIC and not (k in OMITTED_AT_DEFAULT and v == OMITTED_AT_DEFAULT[k])}
+        if not self.lpips or self.lpips_norm == LPIPS_NORM_BEFORE:
+            del semantic["lpips_norm"]
         blob = json.dumps(semantic, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -111,6 +119,9 @@ def validate(cfg: RunConfig) -> None:
     if not (isinstance(cfg.compile, bool) or cfg.compile in COMPILE_MODES):
         raise BenchError(f"compile must be false, true, {', '.join(repr(m) for m in COMPILE_MODES)}, got "
                          f"{cfg.compile!r}; e.g. --compile or --compile max-autotune")
+    if cfg.lpips_norm not in LPIPS_NORMS:
+        raise BenchError(f"lpips_norm must be one of {', '.join(LPIPS_NORMS)}, got {cfg.lpips_norm!r}; e.g. "
+                         "--lpips-norm minmax")
     if not isinstance(cfg.bf16_scoring, bool):
         raise BenchError(f"bf16_scoring must be true or false, got {cfg.bf16_scoring!r}")
     if cfg.bf16_scoring and cfg.model != "siren":

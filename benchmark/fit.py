@@ -24,7 +24,7 @@ import torch
 
 from datasets import to_float, to_uint8
 from strategies import resolve
-from strategies.base import Strategy
+from strategies.base import Batch, Strategy
 
 from .config import COMPILE_MODES, RunConfig
 from .errors import BenchError
@@ -86,11 +86,15 @@ class FitResult:
 
 
 def fit(cfg: RunConfig, image: np.ndarray, device: torch.device | str = "cpu", lpips_metric=None,
-        callback: Callable[[int, float], None] | None = None) -> FitResult:
+        callback: Callable[[int, float], None] | None = None,
+        on_select: Callable[[int, Batch], None] | None = None, warm_up: bool = True) -> FitResult:
     """Fit `image` ((H, W, 3) uint8/uint16, already resized) with `cfg`; returns per-iteration metrics.
 
     `callback(t, psnr_t)` is called every CALLBACK_EVERY iterations (outside the timed region, with a host
-    sync); it may raise RunStopped to end the run, which then returns with status "pruned"."""
+    sync); it may raise RunStopped to end the run, which then returns with status "pruned".
+    `on_select(t, batch)` sees the batch that update t trained on, after the step and outside the timed region
+    (e.g. the report's selection maps). `warm_up=False` skips the untimed scratch steps before the loop (only
+    to measure what they remove: benchmark/bench_warmup.py)."""
     device = torch.device(device)
     height, width = image.shape[:2]
     if device.type == "cuda":
@@ -142,7 +146,7 @@ def fit(cfg: RunConfig, image: np.ndarray, device: torch.device | str = "cpu", l
             if can_ssim:
                 ssim_hist[t] = ssim(img, target_img)
             if lpips_metric is not None and can_lpips:
-                lpips_hist[t] = lpips_metric(img, target_img)
+                lpips_hist[t] = lpips_metric(img, target_img, cfg.lpips_norm)
         wait_for_device(device)  # the next step starts with an empty queue (module docstring)
 
     # The first Adam step of a process imports part of torch's compiler stack (seconds on a CPU): do one
@@ -156,8 +160,8 @@ def fit(cfg: RunConfig, image: np.ndarray, device: torch.device | str = "cpu", l
     previous_precision = torch.get_float32_matmul_precision()
     torch.set_float32_matmul_precision("high" if cfg.tf32 else "highest")
     try:
-        if cfg.compile:
-            compile_outside_timing(task, lambda scratch: cls(scratch, **params), cfg.lr)
+        if warm_up:
+            warm_up_outside_timing(task, lambda scratch: cls(scratch, **params), cfg.lr)
         graphs = None
         if cfg.graph_steps:
             graphs = StepGraphs(task, optimizer)
@@ -172,6 +176,8 @@ def fit(cfg: RunConfig, image: np.ndarray, device: torch.device | str = "cpu", l
             if scheduler is not None:
                 scheduler.step()
             timer.stop()
+            if on_select is not None:
+                on_select(t, batch)
             loss_hist[t + 1] = loss.detach()
             fraction[t + 1] = batch.size(n) / n
             if promised:
@@ -268,27 +274,33 @@ def scratch_copy(task: Task) -> Task:
     return dataclasses.replace(task, generator=generator)
 
 
-def compile_outside_timing(task: Task, make_strategy: Callable[[Task], Strategy], lr: float) -> None:
-    """Run torch.compile's one-off compilation (seconds; minutes of autotuning with max-autotune) before the
-    timed loop, so a compiled run's train-seconds hold only its steps. A scratch copy of the strategy, with its
-    own generator and a throw-away Adam, takes the steps 0 and 1 (and T-1 when the budget changes over the run,
-    so that the graph for varying batch sizes is built too) with the evaluation forward after each; then the
-    parameters are restored. Every graph those steps need (no-grad full forward, training batch, Soft Mining's
-    coordinate gradient, ...) is compiled, and the fit itself starts from the same state as an eager one."""
+def warm_up_outside_timing(task: Task, make_strategy: Callable[[Task], Strategy], lr: float) -> None:
+    """Pay a run's one-off costs before the timed loop, so its train-seconds hold only its steps: in eager mode
+    the first use of cuBLAS, of torch.func's JVP and of each kernel in a fresh process (0.04–0.24 s on a GPU);
+    under torch.compile the compilation (seconds; minutes of autotuning with max-autotune). A scratch copy of
+    the strategy, with its own generator and a throw-away Adam, takes the steps 0 and 1 (and T-1 when the
+    budget changes over the run, so that the graph for varying batch sizes is built too) with the evaluation
+    forward after each; then the parameters are restored and the global random state too. Every path those
+    steps take (no-grad full forward, training batch, Soft Mining's coordinate gradient, ...) has run once, and
+    the fit itself starts from the same state as without the warm-up: same parameters, untouched optimizer
+    and generator."""
     saved = [p.detach().clone() for p in task.model.parameters()]
-    scratch = scratch_copy(task)
-    strategy = make_strategy(scratch)
-    optimizer = torch.optim.Adam(task.model.parameters(), lr=lr)
-    steps = [0, 1] if task.iters > 1 else [0]
-    if task.budget(task.iters - 1) != task.budget(0):
-        steps.append(task.iters - 1)
-    for t in steps:
-        train_step(strategy, optimizer, t)
-        scratch.forward_full()
+    devices = [task.device] if task.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        scratch = scratch_copy(task)
+        strategy = make_strategy(scratch)
+        optimizer = torch.optim.Adam(task.model.parameters(), lr=lr)
+        steps = [0, 1] if task.iters > 1 else [0]
+        if task.budget(task.iters - 1) != task.budget(0):
+            steps.append(task.iters - 1)
+        for t in steps:
+            train_step(strategy, optimizer, t)
+            scratch.forward_full()
     with torch.no_grad():
         for p, value in zip(task.model.parameters(), saved):
             p.copy_(value)
             p.grad = None
+    wait_for_device(task.device)
 
 
 def ms_per_iter(result: FitResult) -> float:

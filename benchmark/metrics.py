@@ -1,6 +1,8 @@
 """Image-quality metrics computed on the device: PSNR (peak 1), SSIM (skimage's definition), LPIPS-Alex v0.1.
 
-Predictions are clamped to [0, 1] before every metric. LPIPS needs torchvision's AlexNet backbone, which is a
+Predictions are clamped to [0, 1] before every metric. LPIPS takes [-1, 1] inputs: by default each image is
+min-max normalised to that range, as the NINT release computes it (`--lpips-norm minmax`); `fixed` maps
+[0, 1] linearly, which is how runs stored before the option computed it. LPIPS needs torchvision's AlexNet backbone, which is a
 download: offline it is loaded from a local file or LPIPS is recorded as null (never from a random backbone).
 """
 from __future__ import annotations
@@ -110,10 +112,20 @@ class Lpips:
         net.load_state_dict(mapped)
 
     @torch.no_grad()
-    def __call__(self, pred_img: torch.Tensor, target_img: torch.Tensor) -> torch.Tensor:
-        a = pred_img.clamp(0.0, 1.0).permute(2, 0, 1).unsqueeze(0) * 2.0 - 1.0
-        b = target_img.permute(2, 0, 1).unsqueeze(0) * 2.0 - 1.0
+    def __call__(self, pred_img: torch.Tensor, target_img: torch.Tensor, norm: str = "minmax") -> torch.Tensor:
+        """LPIPS of two (H, W, 3) images in [0, 1] (the prediction clamped first), mapped to the network's
+        [-1, 1] input by `norm`: "minmax" (each image by its own minimum and maximum, as the NINT release)
+        or "fixed" (x·2 − 1)."""
+        to_input = lpips_input if norm == "minmax" else (lambda x: x * 2.0 - 1.0)
+        a = to_input(pred_img.clamp(0.0, 1.0)).permute(2, 0, 1).unsqueeze(0)
+        b = to_input(target_img).permute(2, 0, 1).unsqueeze(0)
         return self.model(a.float(), b.float()).reshape(())
+
+
+def lpips_input(img: torch.Tensor) -> torch.Tensor:
+    """An image min-max normalised to [-1, 1] over all its pixels and channels (a constant image maps to 0)."""
+    lo, hi = img.min(), img.max()
+    return (img - lo) / (hi - lo).clamp_min(torch.finfo(img.dtype).tiny) * 2.0 - 1.0
 
 
 _NOTICED: list[bool] = []  # the offline notice is printed once per process

@@ -8,21 +8,33 @@ Writes <out>/report.md (every table, the figures, the incomplete runs), tables/<
 figures/<name>.png|.pdf. Rows are strategy labels (e.g. `nint[xi=0.5]`), preceded by every setting that
 varies across the runs (model, net = depth×width, mt_ratio, lr, …), so different set-ups are never averaged.
 
-  table_a   PSNR at 250/1000/5000 iterations (those no longer than the longest run), SSIM and LPIPS at the end
-  table_b   train-seconds and iterations to first reach 30 and 35 dB, 'k/n reached', % change vs `standard`
-  table_c   network size (when several depth×width exist): PSNR at 500/1000/2500 it, train-seconds, % vs standard
-  table_d   architecture (when several models exist): PSNR at 60/120 train-seconds, seconds to 25 dB, % vs standard
-  ablation  nint-family variants (when several labels exist): PSNR, SSIM, seconds to 30 dB, ΔPSNR vs `nint`
+  table_a        PSNR at 250/1000/5000 iterations (those the runs reach) and at the end, SSIM and LPIPS at the end
+  psnr_readings  the three PSNR readings side by side at each checkpoint
+  table_b        iterations and train-seconds to first reach 30 and 35 dB: 'k/n reached', censoring-aware medians
+  table_c        network size (when several depth×width exist): PSNR at 500/1000/2500 it, train-seconds
+  table_d        architecture (when several models exist): PSNR at 60/120 train-seconds, seconds to 25 dB
+  ablation       nint-family variants (when several labels exist): PSNR, SSIM, time to 30 dB, against `nint`
 
-Each cell is the mean over images with a 95% percentile-bootstrap CI (2000 resamples, seeded, so a report is
-reproducible). Seeds are averaged per image first and images are resampled (with one image, the seeds are).
-Time-to-target means are over the runs that reached the target, and the table says how many did ('—' when
-none); '(k/n)' after a cell means only k of the n runs have that value (e.g. shorter runs). % change compares
-means with the `standard` row of the same set-up (sampling settings aside; standard ignores them). PSNR at a
-time budget is that of the last iteration within it (a run that ended earlier counts with its final PSNR).
+Every table of means is over one image set: the (image, seed) pairs that every row finished; its note lists the
+pairs left out and why (missing, failed, diverged), and a row present on fewer than half of the pairs gets a
+table of its own. Cells are means over images (seeds averaged per image first). PSNR columns use one named
+reading (--psnr-reading): best so far (default, the NINT/INT releases' reading), at the iteration, or the median
+of the last 5% of iterations. Times and iterations to a target are medians over all runs with "not reached"
+counted as later than any reached ('>T' when the median is such a run), next to 'k/n reached'.
 
-Figures: PSNR/SSIM vs iteration and vs train-seconds (mean over images, 95% bootstrap band), final PSNR per
-image, and with --study the Optuna optimisation history, parameter importances (≥ 2 parameters) and the slice
+Next to each table of means: <name>_vs_<reference> (against --baseline, default `standard`, and against `int`
+when it ran; the ablation against `nint`), with, per strategy and column, the paired mean difference (or the
+geometric mean ratio for times and iterations, over images where both reached the target), its 95% interval over
+images (Student-t, or --interval bca; none below 3 images), the images where it is better, and the Wilcoxon
+signed-rank p Holm-corrected across the strategies of the column (benchmark/paired.py); and <name>_per_image
+(one row per run). Tables with train-seconds hold one timing group (GPU, execution mode, TF32, compile mode, bf16
+scoring, graph steps, PSNR period, timing source) each, named in the caption (several groups: <name>_t1, _t2,
+…); runs that shared a device (execution mode shared-K) get no time columns, since their seconds include
+waiting. PSNR at a time budget is that of the last evaluated iteration within it.
+
+Figures (Table A's rows over its image set): PSNR (the same reading) and SSIM vs iteration and vs train-seconds
+(one figure per timing group), mean over images with a 95% bootstrap band, one panel per strategy against the
+baseline when there are more than five; the PSNR at the end per image; and with --study the Optuna optimisation history, parameter importances (≥ 2 parameters) and the slice
 of mt_ratio. --selection-maps re-runs short CPU fits of one small image and plots which pixels each strategy
 selected at chosen steps (the store keeps no indices).
 """
@@ -36,12 +48,13 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
-from unittest import mock
 
 import numpy as np
 import pandas as pd
 
+from .analysis import READINGS, is_shared, psnr_readings, reading_name, timing_group
 from .errors import BenchError
+from .paired import INTERVALS, CensoredMedian, Comparison, censored_median, compare, with_holm
 from .tune import ArgParser, csv_list
 
 SETTINGS = ["suite", "model", "net", "mt_ratio", "ratio_schedule", "interval", "lr", "lr_schedule", "iters",
@@ -49,6 +62,7 @@ SETTINGS = ["suite", "model", "net", "mt_ratio", "ratio_schedule", "interval", "
 SAMPLING = {"mt_ratio", "ratio_schedule", "interval"}  # settings the full-batch baseline ignores
 ABLATION = {"nint", "nint-released", "ntk", "ntk-only", "residual-only", "random-only"}
 BASELINE = "standard"
+SECOND_REFERENCE = "int"  # the report also compares every strategy with INT when it ran
 RESAMPLES = 2000
 CURVE_POINTS = 200  # x positions per curve (figures thin long runs to this many)
 
@@ -56,7 +70,8 @@ CURVE_POINTS = 200  # x positions per curve (figures thin long runs to this many
 # --- statistics ----------------------------------------------------------------------------------------------
 def bootstrap_ci(values: Sequence[float], resamples: int = RESAMPLES, level: float = 0.95,
                  seed: int = 0) -> tuple[float, float, float]:
-    """(mean, low, high): percentile bootstrap CI of the mean; NaNs are dropped, one value gives a zero-width CI."""
+    """(mean, low, high): percentile bootstrap band of a mean, for the figures' curves only (the tables compare
+    strategies with paired statistics, benchmark/paired.py). NaNs are dropped; one value gives no spread."""
     v = np.asarray(values, dtype=float)
     v = v[np.isfinite(v)]
     if v.size == 0:
@@ -72,11 +87,11 @@ def bootstrap_ci(values: Sequence[float], resamples: int = RESAMPLES, level: flo
 
 @dataclass(frozen=True)
 class Stat:
-    """One table cell: mean and CI over images, and how many of the n runs had a value (k)."""
+    """A cell of a table of means: the mean over images (seeds averaged per image), and how many of the n
+    runs had a value (k). No interval: the spread of one strategy's mean over images mostly says how hard the
+    images are; the uncertainty that matters, of a difference, is in the paired comparison tables."""
 
     mean: float
-    lo: float
-    hi: float
     k: int
     n: int
     digits: int = 2  # how it prints
@@ -85,19 +100,16 @@ class Stat:
     def __str__(self) -> str:
         if self.k == 0 or not math.isfinite(self.mean):
             return "—"
-        d = self.digits
-        text = f"{self.mean:.{d}f} [{self.lo:.{d}f}, {self.hi:.{d}f}]"
+        text = f"{self.mean:.{self.digits}f}"
         return text + (f" ({self.k}/{self.n})" if self.counts and self.k < self.n else "")
 
 
-def cell(group: pd.DataFrame, column: str, resamples: int = RESAMPLES, seed: int = 0, digits: int = 2,
-         counts: bool = True) -> Stat:
-    """Mean over images (seeds averaged per image) with its bootstrap CI; over seeds when there is one image."""
+def cell(group: pd.DataFrame, column: str, digits: int = 2, counts: bool = True) -> Stat:
+    """Mean over images, the seeds of an image averaged first."""
     values = group[column].astype(float)
     per_image = values.groupby(group["image"]).mean()
-    units = values if per_image.size == 1 else per_image
-    mean, lo, hi = bootstrap_ci(units.to_numpy(), resamples, seed=seed)
-    return Stat(mean, lo, hi, int(values.notna().sum()), int(len(values)), digits, counts)
+    return Stat(float(per_image.mean()) if per_image.notna().any() else math.nan, int(values.notna().sum()),
+                int(len(values)), digits, counts)
 
 
 # --- per-run values ------------------------------------------------------------------------------------------
@@ -115,10 +127,11 @@ def _net(model: str, params_json: str) -> str:
 
 
 def annotate(runs: pd.DataFrame) -> pd.DataFrame:
-    """Runs with `net` (depth×width) and `max_size` (from the config JSON) as columns."""
+    """Runs with `net` (depth×width), `max_size` (from the config JSON) and `timing_group` as columns."""
     runs = runs.copy()
     runs["net"] = [_net(m, p) for m, p in zip(runs["model"], runs["model_params"])]
     runs["max_size"] = [json.loads(c or "{}").get("max_size", 0) for c in runs["config"]]
+    runs["timing_group"] = [timing_group(r) for r in runs.to_dict("records")]
     return runs
 
 
@@ -128,15 +141,19 @@ def varying(runs: pd.DataFrame, columns: Sequence[str] = SETTINGS) -> list[str]:
 
 def run_values(runs: pd.DataFrame, metrics: pd.DataFrame, iters: Sequence[int] = (), seconds: Sequence[float] = (),
                targets: Sequence[float] = ()) -> pd.DataFrame:
-    """One row per run: its settings, PSNR at iterations / train-seconds, seconds and iterations to targets."""
+    """One row per run: its settings and timing group; the three PSNR readings at `iters` and at its end
+    (`at@N`, `best@N`, `last5@N`; `psnr@N` = `at@N`); PSNR at train-seconds; seconds and iterations to
+    targets (NaN when never reached) and how far the run went (`iters_done`, `train_seconds`)."""
     from .analysis import first_reaching
 
     out = annotate(runs).set_index("run_id")
     m = metrics.sort_values(["run_id", "iteration"])
-    at = m[m["iteration"].isin(list(iters))].pivot_table(index="run_id", columns="iteration", values="psnr",
-                                                         aggfunc="first")
+    readings = psnr_readings(m, list(iters))
+    for col in readings.columns:
+        out[col] = readings[col]
     for it in iters:
-        out[f"psnr@{it}"] = at[it] if it in at.columns else np.nan
+        out[f"psnr@{it}"] = out[f"at@{it}"]
+    out["iters_done"] = m.groupby("run_id")["iteration"].max()
     recorded = m.dropna(subset=["psnr"])  # rows between two --psnr-every evaluations hold no PSNR
     for s in seconds:
         last = recorded[recorded["train_seconds"] <= s].groupby("run_id").tail(1)
@@ -151,28 +168,31 @@ def run_values(runs: pd.DataFrame, metrics: pd.DataFrame, iters: Sequence[int] =
 # --- tables --------------------------------------------------------------------------------------------------
 @dataclass
 class Column:
-    """A table column: a per-run value aggregated into a Stat, or a derived text column."""
+    """A table column: a per-run value, aggregated into a Stat (mean over images) or, for a time/iteration
+    to a target, a censoring-aware median over runs; compared per image with the reference row."""
 
     name: str
-    source: str  # per-run column, or "" for derived columns
+    source: str  # per-run column
     digits: int = 2
     counts: bool = True  # append (k/n) when some runs lack the value
+    better: str = "higher"  # higher | lower (differences) | faster (ratios, lower is better) | "" (no comparison)
+    timed: bool = False  # train-seconds: one timing group per table, none for shared devices
+    budget: str = ""  # for a target column: the per-run column that a run which never reached exceeds
 
 
-def aggregate(values: pd.DataFrame, keys: list[str], columns: list[Column], resamples: int = RESAMPLES,
-              seed: int = 0) -> pd.DataFrame:
-    """Index = keys; a `runs` count and one Stat per column."""
-    rows = []
-    for key, group in values.groupby(keys, sort=False, dropna=False):
-        key = key if isinstance(key, tuple) else (key,)
-        row = dict(zip(keys, key))
-        row["runs"] = len(group)
-        for col in columns:
-            row[col.name] = cell(group, col.source, resamples, seed, col.digits, col.counts)
-        rows.append(row)
-    frame = pd.DataFrame(rows)
-    table = frame.drop(columns=keys).set_axis(pd.MultiIndex.from_frame(frame[keys]))  # tuples even for one key
-    return table.sort_index(key=lambda level: level.map(_sort_key))
+@dataclass
+class TableResult:
+    """One table of means with everything a reader needs to trust it (see build_report's return value)."""
+
+    name: str
+    caption: str
+    means: pd.DataFrame  # index: the setting keys + label; cells Stat | CensoredMedian | text
+    per_image: pd.DataFrame  # index: keys + image + seed; one number per column and run; `in means`
+    comparisons: dict[str, pd.DataFrame]  # reference label -> table of paired Comparison cells
+    units: list[tuple[str, int]]  # the (image, seed) pairs every row of `means` is over
+    left_out: pd.DataFrame  # image, seed, label, reason (missing | failed | diverged) of pairs not in `units`
+    note: str
+    timing: str | None = None  # the timing group of a table with time columns
 
 
 def _sort_key(value: Any) -> Any:
@@ -188,36 +208,15 @@ def _sort_key(value: Any) -> Any:
     return "" if text == BASELINE else text
 
 
-def _baseline(table: pd.DataFrame, row: tuple, keys: list[str], label: str) -> tuple | None:
-    """The index of the `label` row of the same set-up (sampling settings aside), or None."""
+def _reference_row(rows: Sequence[tuple], row: tuple, keys: list[str], label: str) -> tuple | None:
+    """The `label` row of the same set-up (sampling settings aside: the full-batch baseline ignores them)."""
     pos = {k: i for i, k in enumerate(keys)}
     same = [k for k in keys if k != "label" and k not in SAMPLING]
-    candidates = [idx for idx in table.index if idx[pos["label"]] == label
+    candidates = [idx for idx in rows if idx[pos["label"]] == label
                   and all(idx[pos[k]] == row[pos[k]] for k in same)]
     exact = [idx for idx in candidates if all(idx[pos[k]] == row[pos[k]] for k in keys if k != "label")]
     chosen = exact or candidates
     return chosen[0] if chosen else None
-
-
-def add_change(table: pd.DataFrame, column: str, name: str, label: str = BASELINE, mode: str = "pct") -> None:
-    """Add `name`: each row's mean of `column` vs the `label` row of its set-up (% change, or a difference)."""
-    keys = list(table.index.names)
-    out = []
-    for idx in table.index:
-        base = _baseline(table, idx, keys, label)
-        mine = table.loc[idx, column]
-        ref = table.loc[base, column] if base is not None else None
-        if base is None or base == idx or ref.k == 0 or mine.k == 0:
-            out.append(math.nan)
-        elif mode == "pct":
-            out.append(100.0 * (mine.mean / ref.mean - 1.0))
-        else:
-            out.append(mine.mean - ref.mean)
-    table[name] = out
-
-
-def _present(checkpoints: Sequence[float], limit: float) -> list:
-    return [c for c in checkpoints if c <= limit]
 
 
 def _setting_keys(values: pd.DataFrame, always: Sequence[str] = ()) -> list[str]:
@@ -225,69 +224,279 @@ def _setting_keys(values: pd.DataFrame, always: Sequence[str] = ()) -> list[str]
     return keys + ["label"]
 
 
-def table_a(values: pd.DataFrame, checkpoints: Sequence[int] = (250, 1000, 5000), **kw) -> pd.DataFrame:
-    """PSNR at the iteration checkpoints that exist, and at the end; SSIM and LPIPS at the end."""
-    iters = sorted(values["iters"].unique())
-    end = f"@{iters[0]}" if len(iters) == 1 else " end"
-    cols = [Column(f"PSNR@{c}", f"psnr@{c}") for c in _present(checkpoints, max(iters))]
-    if len(iters) > 1 or iters[0] not in checkpoints:
-        cols.append(Column(f"PSNR{end}", "final_psnr"))
-    cols += [Column(f"SSIM{end}", "final_ssim", 3), Column(f"LPIPS{end}", "final_lpips", 3)]
-    return aggregate(values, _setting_keys(values), cols, **kw)
+def _row_keys(values: pd.DataFrame, keys: list[str]) -> pd.Series:
+    return pd.Series(list(zip(*(values[k] for k in keys))), index=values.index)
 
 
-def table_b(values: pd.DataFrame, targets: Sequence[float] = (30.0, 35.0), **kw) -> pd.DataFrame:
-    """Train-seconds and iterations to each target, how many runs reached it, % change vs standard."""
-    cols = []
-    for t in targets:
-        cols += [Column(f"s to {t:g} dB", f"s_to_{t:g}", 2, False), Column(f"it to {t:g} dB", f"it_to_{t:g}", 0, False)]
-    table = aggregate(values, _setting_keys(values), cols, **kw)
-    for t in targets:
-        table[f"reached {t:g} dB"] = [f"{s.k}/{s.n}" for s in table[f"s to {t:g} dB"]]
-        add_change(table, f"s to {t:g} dB", f"Δs {t:g} dB")
-        add_change(table, f"it to {t:g} dB", f"Δit {t:g} dB")
-    order = ["runs"] + [c for t in targets for c in (f"s to {t:g} dB", f"it to {t:g} dB", f"reached {t:g} dB",
-                                                     f"Δs {t:g} dB", f"Δit {t:g} dB")]
-    return table[order]
+def _units(frame: pd.DataFrame) -> set[tuple[str, int]]:
+    return set(zip(frame["image"], frame["seed"].astype(int)))
 
 
-def table_c(values: pd.DataFrame, checkpoints: Sequence[int] = (500, 1000, 2500), **kw) -> pd.DataFrame | None:
-    """Network size: PSNR at checkpoints and at the end, train-seconds of the run, % time vs standard."""
-    if values.groupby("model")["net"].nunique().max() < 2:  # architectures alone differ: that is Table D
+def _in_units(frame: pd.DataFrame, units: set) -> np.ndarray:
+    return np.array([(i, int(s)) in units for i, s in zip(frame["image"], frame["seed"])], dtype=bool)
+
+
+def one_timing_group(values: pd.DataFrame, what: str) -> str:
+    """The timing group of `values`; a one-line BenchError when they mix several (times are not comparable)."""
+    groups = sorted(values["timing_group"].unique())
+    if len(groups) != 1:
+        raise BenchError(f"{what} would mix {len(groups)} timing groups ({'; '.join(groups)}); times are comparable "
+                         "within one group only: select the runs of one group (the report writes one table per group)")
+    return groups[0]
+
+
+def common_units(values: pd.DataFrame, keys: list[str], failed: set[tuple] = frozenset(),
+                 split_sparse: bool = True) -> tuple[set, list[tuple], list[tuple], pd.DataFrame]:
+    """(units, main rows, sparse rows, left_out): the (image, seed) pairs that every main row finished
+    without diverging; rows present on fewer than half of the pairs of the best-covered row are `sparse`
+    (shown in tables of their own, not averaged over another set). `failed`: (label, image, seed) of runs
+    that failed. left_out lists, per pair not in `units`, each main row lacking it and why."""
+    row_of = _row_keys(values, keys)
+    ok = values["status"] == "ok"
+    covered = {r: _units(values[ok & (row_of == r)]) for r in dict.fromkeys(row_of)}
+    best = max((len(u) for u in covered.values()), default=0)
+    sparse = [r for r, u in covered.items() if split_sparse and 2 * len(u) < best]
+    main = [r for r in covered if r not in sparse]
+    units = set.intersection(*(covered[r] for r in main)) if main else set()
+    everything = set().union(*(_units(values[row_of == r]) for r in main)) if main else set()
+    label_pos = keys.index("label")
+    rows = []
+    for image, seed in sorted(everything - units):
+        for r in main:
+            if (image, seed) in covered[r]:
+                continue
+            mine = values[(row_of == r) & (values["image"] == image) & (values["seed"] == seed)]
+            reason = ("diverged" if (mine["status"] == "diverged").any()
+                      else "failed" if (r[label_pos], image, seed) in failed else "missing")
+            rows.append({"image": image, "seed": seed, "label": " · ".join(map(_key_text, r)), "reason": reason})
+    return units, main, sparse, pd.DataFrame(rows, columns=["image", "seed", "label", "reason"])
+
+
+def _means(part: pd.DataFrame, keys: list[str], columns: list[Column]) -> pd.DataFrame:
+    rows = []
+    for key, group in part.groupby(keys, sort=False, dropna=False):
+        key = key if isinstance(key, tuple) else (key,)
+        row = dict(zip(keys, key))
+        row["runs"] = len(group)
+        for col in columns:
+            if col.budget:
+                row[col.name] = censored_median(group[col.source], group[col.budget], col.digits)
+            else:
+                row[col.name] = cell(group, col.source, col.digits, col.counts)
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    table = frame.drop(columns=keys).set_axis(pd.MultiIndex.from_frame(frame[keys]))  # tuples even for one key
+    return table.sort_index(key=lambda level: level.map(_sort_key))
+
+
+def _comparisons(part: pd.DataFrame, keys: list[str], columns: list[Column], order: list[tuple], reference: str,
+                 interval: str, seed: int) -> pd.DataFrame | None:
+    """Each row against the `reference` row of its set-up: a paired Comparison per column (Holm per column)."""
+    row_of = _row_keys(part, keys)
+    label_pos = keys.index("label")
+    compared = [c for c in columns if c.better]
+    cells: dict[tuple, dict[str, Comparison]] = {}
+    for row in order:
+        ref = _reference_row(order, row, keys, reference)
+        if row[label_pos] == reference or ref is None:
+            continue
+        mine = part[row_of == row].set_index(["image", "seed"])
+        base = part[row_of == ref].set_index(["image", "seed"])
+        cells[row] = {c.name: compare(mine[c.source], base[c.source], "ratio" if c.better == "faster" else "diff",
+                                      c.better == "higher", interval, seed=seed, digits=c.digits) for c in compared}
+    if not cells:
         return None
-    cols = [Column(f"PSNR@{c}", f"psnr@{c}") for c in _present(checkpoints, values["iters"].max())]
-    cols += [Column("PSNR end", "final_psnr"), Column("train s", "train_seconds")]
-    table = aggregate(values, _setting_keys(values, ["net"]), cols, **kw)
-    add_change(table, "train s", "Δtime")
+    frame = pd.DataFrame.from_dict(cells, orient="index")
+    frame.index = pd.MultiIndex.from_tuples(list(cells), names=keys)
+    for c in compared:
+        frame[c.name] = with_holm(list(frame[c.name]))
+    return frame.rename(columns={c.name: f"Δ {c.name}" if c.better != "faster" else f"{c.name} ratio"
+                                 for c in compared})
+
+
+def _per_image(part: pd.DataFrame, keys: list[str], columns: list[Column], units: set) -> pd.DataFrame:
+    cols = list(dict.fromkeys(c.source for c in columns))
+    table = part[keys + ["image", "seed", "status"] + cols].copy()
+    table["in means"] = _in_units(table, units)
+    table = table.rename(columns={c.source: c.name for c in columns})
+    table = table.set_index(keys + ["image", "seed"]).sort_index(key=lambda level: level.map(_sort_key))
     return table
+
+
+def _unit_text(units: Sequence[tuple]) -> str:
+    images = sorted({i for i, _ in units})
+    seeds = sorted({s for _, s in units})
+    shown = ", ".join(images[:8]) + (f", … ({len(images)} images)" if len(images) > 8 else "")
+    return f"{len(images)} image(s) ({shown}) × {len(seeds)} seed(s) ({', '.join(map(str, seeds))})"
+
+
+def build_table(values: pd.DataFrame, name: str, caption: str, columns: list[Column], keys: list[str],
+                references: Sequence[str] = (BASELINE,), failed: set[tuple] = frozenset(), interval: str = "t",
+                seed: int = 0, split_sparse: bool = True, compare_rows: bool = True) -> list[TableResult]:
+    """The table of means over one image set, its per-image table and its paired comparisons with each
+    reference present; rows that ran on too few pairs get tables of their own (with their reference)."""
+    group = one_timing_group(values, f"table {name}") if any(c.timed for c in columns) else None
+    units, main, sparse, left_out = common_units(values, keys, failed, split_sparse)
+    row_of = _row_keys(values, keys)
+    everything = values[row_of.isin(main)]
+    part = everything[(everything["status"] == "ok").to_numpy() & _in_units(everything, units)]
+    if part.empty:
+        return []
+    means = _means(part, keys, columns)
+    order = list(means.index)
+    comparisons = {}
+    if compare_rows:
+        label_pos = keys.index("label")
+        for ref in dict.fromkeys(references):
+            if any(r[label_pos] == ref for r in order):
+                table = _comparisons(part, keys, columns, order, ref, interval, seed)
+                if table is not None:
+                    comparisons[ref] = table
+    note = f"Every row is over the same {_unit_text(sorted(units))}."
+    if len(left_out):
+        why = left_out.groupby(["image", "seed"]).apply(
+            lambda g: ", ".join(f"{lbl}: {reason}" for lbl, reason in zip(g["label"], g["reason"])), include_groups=False)
+        note += " Left out: " + "; ".join(f"{i} seed {s} ({text})" for (i, s), text in why.items()) + "."
+    if sparse:
+        note += (" Run on too few of these pairs, shown in tables of their own: "
+                 + ", ".join(" · ".join(map(_key_text, r)) for r in sparse) + ".")
+    results = [TableResult(name, caption, means, _per_image(everything, keys, columns, units), comparisons,
+                           sorted(units), left_out, note, group)]
+    label_pos = keys.index("label")
+    for r in sparse:
+        with_refs = [r] + [x for ref in references if (x := _reference_row(list(dict.fromkeys(row_of)), r, keys, ref))]
+        subset = values[row_of.isin(with_refs)]
+        results += build_table(subset, f"{name}_{_slug(r[label_pos])}", f"{caption} ({_key_text(r[label_pos])} on its "
+                               "own image set)", columns, keys, references, failed, interval, seed, split_sparse=False)
+    return results
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-." else "_" for c in text).strip("_")
+
+
+def by_timing_group(values: pd.DataFrame, name: str, caption: str, columns: list[Column], **kw) -> list[TableResult]:
+    """build_table once per timing group when the table has time columns (one group: the name is kept);
+    groups of runs that shared a device get the table without its time columns."""
+    if not any(c.timed for c in columns):
+        return build_table(values, name, caption, columns, **kw)
+    groups = sorted(values["timing_group"].unique())
+    out = []
+    for i, group in enumerate(groups, 1):
+        part = values[values["timing_group"] == group]
+        shared = is_shared(group)
+        cols = [c for c in columns if not (c.timed and shared)]
+        cap = f"{caption}. Timing group: {group}" + (" (a shared device: no time columns, its seconds include "
+                                                     "waiting for the other runs)" if shared else "")
+        tables = build_table(part, name if len(groups) == 1 else f"{name}_t{i}", cap, cols, **kw)
+        for t in tables:
+            t.timing = group
+        out += tables
+    return out
+
+
+def _present(checkpoints: Sequence[float], limit: float) -> list:
+    return [c for c in checkpoints if c <= limit]
+
+
+def psnr_columns(values: pd.DataFrame, checkpoints: Sequence[int], reading: str, end: bool = True) -> list[Column]:
+    """PSNR columns of one reading at each checkpoint the runs reach, and at the end when that differs."""
+    iters = sorted(values["iters"].unique())
+    cols = [Column(reading_name(reading, c), f"{reading}@{c}") for c in _present(checkpoints, max(iters))]
+    if end and (len(iters) > 1 or iters[0] not in checkpoints):
+        cols.append(Column(reading_name(reading, iters[0] if len(iters) == 1 else "end"), f"{reading}@end"))
+    return cols
+
+
+def _end(values: pd.DataFrame) -> str:
+    iters = sorted(values["iters"].unique())
+    return f"@{iters[0]}" if len(iters) == 1 else " end"
+
+
+def table_a(values: pd.DataFrame, checkpoints: Sequence[int] = (250, 1000, 5000), reading: str = "best",
+            **kw) -> list[TableResult]:
+    """PSNR (one reading) at the iteration checkpoints that exist and at the end; SSIM and LPIPS at the end."""
+    end = _end(values)
+    cols = psnr_columns(values, checkpoints, reading)
+    cols += [Column(f"SSIM{end}", "final_ssim", 3), Column(f"LPIPS{end}", "final_lpips", 3, better="lower")]
+    return build_table(values, "table_a", "Table A: PSNR at fixed iterations; SSIM and LPIPS at the end", cols,
+                       _setting_keys(values), **kw)
+
+
+def table_readings(values: pd.DataFrame, checkpoints: Sequence[int] = (250, 1000, 5000), **kw) -> list[TableResult]:
+    """The three PSNR readings side by side at each checkpoint: how much the choice of reading matters."""
+    cols = []
+    for c in _present(checkpoints, values["iters"].max()):
+        cols += [Column(reading_name(r, c), f"{r}@{c}") for r in ("at", "best", "last5")]
+    if not cols:
+        return []
+    return build_table(values, "psnr_readings", "PSNR readings: at the iteration, best so far, and the median "
+                       "of the last 5% of iterations", cols, _setting_keys(values), compare_rows=False, **kw)
+
+
+def target_columns(target: float, timed: bool = True) -> list[Column]:
+    cols = [Column(f"it to {target:g} dB", f"it_to_{target:g}", 0, better="faster", budget="iters_done")]
+    if timed:
+        cols.append(Column(f"s to {target:g} dB", f"s_to_{target:g}", 2, better="faster", timed=True,
+                           budget="train_seconds"))
+    return cols
+
+
+def _add_reached(tables: list[TableResult], targets: Sequence[float]) -> list[TableResult]:
+    """A 'reached k/n' column before each target's columns (from the censoring-aware iteration median)."""
+    for t in tables:
+        means = t.means
+        for target in targets:
+            src = f"it to {target:g} dB"
+            if src in means.columns:
+                means.insert(list(means.columns).index(src), f"reached {target:g} dB",
+                             [f"{c.reached}/{c.n}" for c in means[src]])
+    return tables
+
+
+def table_b(values: pd.DataFrame, targets: Sequence[float] = (30.0, 35.0), **kw) -> list[TableResult]:
+    """Iterations and train-seconds to first reach each target: runs that reached, censoring-aware medians
+    over all runs, paired ratios over the images where both reached. One table per timing group."""
+    cols = [c for t in targets for c in target_columns(t)]
+    return _add_reached(by_timing_group(values, "table_b", "Table B: iterations and train-seconds to first reach "
+                                        "each PSNR target", cols, keys=_setting_keys(values), **kw), targets)
+
+
+def table_c(values: pd.DataFrame, checkpoints: Sequence[int] = (500, 1000, 2500), reading: str = "best",
+            **kw) -> list[TableResult]:
+    """Network size: PSNR at checkpoints and at the end, train-seconds of the whole run."""
+    if values.groupby("model")["net"].nunique().max() < 2:  # architectures alone differ: that is Table D
+        return []
+    cols = psnr_columns(values, checkpoints, reading, end=False)
+    cols += [Column(reading_name(reading, "end"), f"{reading}@end"),
+             Column("train s", "train_seconds", better="faster", timed=True)]
+    return by_timing_group(values, "table_c", "Table C: network size (depth × width); train s: train-seconds of "
+                           "the whole run", cols, keys=_setting_keys(values, ["net"]), **kw)
 
 
 def table_d(values: pd.DataFrame, seconds: Sequence[float] = (60.0, 120.0), target: float = 25.0,
-            **kw) -> pd.DataFrame | None:
-    """Architectures: PSNR at train-second budgets and at the end, seconds to `target`, % vs standard."""
+            reading: str = "best", **kw) -> list[TableResult]:
+    """Architectures: PSNR at train-second budgets and at the end, time to `target`."""
     if values["model"].nunique() < 2:
-        return None
-    cols = [Column(f"PSNR@{s:g}s", f"psnr@{s:g}s") for s in _present(seconds, values["train_seconds"].max())]
-    cols += [Column("PSNR end", "final_psnr"), Column(f"s to {target:g} dB", f"s_to_{target:g}", 2, False)]
-    table = aggregate(values, _setting_keys(values, ["model"]), cols, **kw)
-    table[f"reached {target:g} dB"] = [f"{s.k}/{s.n}" for s in table[f"s to {target:g} dB"]]
-    add_change(table, f"s to {target:g} dB", f"Δs {target:g} dB")
-    return table
+        return []
+    cols = [Column(f"PSNR@{s:g}s", f"psnr@{s:g}s", timed=True) for s in _present(seconds, values["train_seconds"].max())]
+    cols += [Column(reading_name(reading, "end"), f"{reading}@end")] + target_columns(target)
+    return _add_reached(by_timing_group(values, "table_d", "Table D: architectures; PSNR at train-second budgets "
+                                        "(the last recorded PSNR within the budget)", cols,
+                                        keys=_setting_keys(values, ["model"]), **kw), [target])
 
 
 def table_ablation(values: pd.DataFrame, checkpoints: Sequence[int] = (250, 1000, 5000), target: float = 30.0,
-                   **kw) -> pd.DataFrame | None:
-    """The nint family by label (ξ, α, λ, switches, single arms): PSNR, SSIM, seconds to target, ΔPSNR vs nint."""
+                   reading: str = "best", **kw) -> list[TableResult]:
+    """The nint family by label (ξ, α, λ, switches, single arms) against nint."""
     part = values[values["strategy"].isin(ABLATION)]
     if part["label"].nunique() < 2:
-        return None
-    cols = [Column(f"PSNR@{c}", f"psnr@{c}") for c in _present(checkpoints, part["iters"].max())]
-    cols += [Column("PSNR end", "final_psnr"), Column("SSIM end", "final_ssim", 3),
-             Column(f"s to {target:g} dB", f"s_to_{target:g}", 2, False)]
-    table = aggregate(part, _setting_keys(part), cols, **kw)
-    table[f"reached {target:g} dB"] = [f"{s.k}/{s.n}" for s in table[f"s to {target:g} dB"]]
-    add_change(table, "PSNR end", "ΔPSNR end vs nint (dB)", label="nint", mode="diff")
-    return table
+        return []
+    cols = psnr_columns(part, checkpoints, reading)
+    cols += [Column(f"SSIM{_end(part)}", "final_ssim", 3)] + target_columns(target)
+    kw["references"] = ("nint",)
+    return _add_reached(by_timing_group(part, "ablation", "Ablation: NINT hybrid parameters", cols,
+                                        keys=_setting_keys(part), **kw), [target])
 
 
 # --- rendering -----------------------------------------------------------------------------------------------
@@ -296,18 +505,19 @@ def _key_text(value: Any) -> str:
 
 
 def text_table(table: pd.DataFrame) -> pd.DataFrame:
-    """Every cell as text: Stats as 'mean [lo, hi]', changes as '+12.3%' / '−0.40', missing as '—'."""
+    """Every cell as text: Stats as means, comparisons as 'Δ [lo, hi], k/n better, p', missing as '—'."""
     out = table.copy().astype(object)
     out.index = pd.MultiIndex.from_tuples([tuple(map(_key_text, idx)) for idx in table.index], names=table.index.names)
     for col in table.columns:
-        def fmt(v, col=col):
-            if isinstance(v, Stat):
+        def fmt(v):
+            if isinstance(v, (Stat, Comparison, CensoredMedian)):
                 return str(v)
+            if v is None or (isinstance(v, float) and not math.isfinite(v)):
+                return "—"
+            if isinstance(v, (bool, np.bool_)):
+                return "yes" if v else "no"
             if isinstance(v, float):
-                if not math.isfinite(v):
-                    return "—"
-                text = f"{v:+.1f}%" if col.startswith("Δ") and "(dB)" not in col else f"{v:+.2f}"
-                return text.replace("-", "−")
+                return f"{v:.4g}"
             return str(v)
         out[col] = [fmt(v) for v in table[col]]
     return out
@@ -320,31 +530,80 @@ def to_markdown(table: pd.DataFrame) -> str:
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in esc]) + "\n"
 
 
+CSV_PARTS = {Stat: ("mean", "k", "n"), CensoredMedian: ("value", "censored", "bound", "reached", "n"),
+             Comparison: ("mean", "lo", "hi", "n", "wins", "p", "p_holm", "interval")}
+
+
 def to_csv(table: pd.DataFrame) -> pd.DataFrame:
-    """Numbers for machines: each Stat becomes <col>, <col>_lo, <col>_hi, <col>_k, <col>_n."""
+    """Numbers for machines: a Stat becomes <col> (+ _k, _n), a CensoredMedian <col> (+ _censored, _bound,
+    _reached, _n), a Comparison <col> (+ _lo, _hi, _n, _wins, _p, _p_holm, _interval)."""
     out = {}
     for col in table.columns:
-        if any(isinstance(v, Stat) for v in table[col]):
-            for part in ("mean", "lo", "hi", "k", "n"):
-                name = col if part == "mean" else f"{col}_{part}"
-                out[name] = [getattr(v, part) for v in table[col]]
+        kinds = {type(v) for v in table[col] if type(v) in CSV_PARTS}
+        if kinds:
+            parts = CSV_PARTS[kinds.pop()]
+            for part in parts:
+                name = col if part == parts[0] else f"{col}_{part}"
+                out[name] = [getattr(v, part) if v is not None else None for v in table[col]]
         else:
             out[col] = list(table[col])
     return pd.DataFrame(out, index=table.index)
 
 
-def write_table(table: pd.DataFrame, name: str, caption: str, folder: Path) -> str:
-    """tables/<name>.md, .tex and .csv; returns the Markdown."""
+LATEX_TEXT = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
+              "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "Δ": r"$\Delta$", "×": r"$\times$",
+              "≤": r"$\le$", "≥": r"$\ge$", "−": "$-$", "–": "--", "—": "---", "…": r"\ldots{}", "ξ": r"$\xi$",
+              "α": r"$\alpha$", "λ": r"$\lambda$", "ρ": r"$\rho$", "±": r"$\pm$", "·": r"$\cdot$", ">": r"$>$",
+              "<": r"$<$", "|": r"$|$"}
+
+
+def latex_escape(text: str) -> str:
+    """Plain text as LaTeX that pdflatex compiles: special characters escaped, the report's symbols in math
+    mode; any other non-ASCII character becomes '?' rather than an error."""
+    return "".join(LATEX_TEXT.get(ch, ch if ch.isascii() else "?") for ch in str(text))
+
+
+def to_latex(table: pd.DataFrame, caption: str, label: str) -> str:
+    """A table environment with a plain tabular (no extra packages)."""
+    flat = table.reset_index()
+    head = " & ".join(latex_escape(c) for c in flat.columns) + r" \\"
+    body = [" & ".join(latex_escape(v) for v in row) + r" \\" for row in flat.astype(str).to_numpy()]
+    return "\n".join([r"\begin{table}[ht]", r"\centering", r"\caption{" + latex_escape(caption) + "}",
+                      r"\label{" + label.replace("_", "-") + "}", r"\begin{tabular}{" + "l" * len(flat.columns) + "}",
+                      r"\hline", head, r"\hline", *body, r"\hline", r"\end{tabular}", r"\end{table}", ""])
+
+
+def write_table(table: pd.DataFrame, name: str, caption: str, folder: Path, note: str = "") -> str:
+    """tables/<name>.md, .tex and .csv (each written whole, then renamed); returns the Markdown."""
+    from .store import atomic_write_text
+
     folder.mkdir(parents=True, exist_ok=True)
     shown = text_table(table)
     md = to_markdown(shown)
-    (folder / f"{name}.md").write_text(f"{caption}\n\n{md}")
-    (folder / f"{name}.tex").write_text(shown.to_latex(escape=True, caption=caption, label=f"tab:{name}"))
-    to_csv(table).to_csv(folder / f"{name}.csv")
+    atomic_write_text(f"{caption}\n\n{md}" + (f"\n{note}\n" if note else ""), folder / f"{name}.md")
+    atomic_write_text(to_latex(shown, f"{caption}. {note}".strip(" ."), f"tab:{name}"), folder / f"{name}.tex")
+    atomic_write_text(to_csv(table).to_csv(), folder / f"{name}.csv")
     return md
 
 
+def comparison_note(table: pd.DataFrame, reference: str) -> str:
+    """What a comparison cell means, naming the interval actually used."""
+    methods = sorted({c.interval for col in table.columns for c in table[col] if isinstance(c, Comparison)
+                      and c.n} - {"none"})
+    names = {"t": "Student-t interval", "bca": "BCa bootstrap interval (scipy.stats.bootstrap)",
+             "t (BCa not computable)": "Student-t interval where BCa was not computable"}
+    how = " / ".join(names.get(m, m) for m in methods) or "no interval"
+    return (f"Each cell: the strategy against `{reference}` on the same images, paired on (image, seed) with seeds "
+            f"averaged per image: mean Δ (quality) or geometric mean ratio (iterations, seconds; < 1 is faster) "
+            f"[95% {how} over images; none below 3 images, then '(n = k)'], images where it is better / paired "
+            "images, and the two-sided Wilcoxon signed-rank p, Holm-corrected across the rows of the column. "
+            "Ratios to a target use only the images where both reached it.")
+
+
 # --- figures -------------------------------------------------------------------------------------------------
+SMALL_MULTIPLES = 5  # more variants than this: one panel per variant (against the baseline) instead of one plot
+
+
 def _variant_names(values: pd.DataFrame) -> pd.Series:
     """A short name per run: the varying settings, then the label ('siren 3×64 · nint')."""
     return values[_setting_keys(values)].map(_key_text).agg(" · ".join, axis=1)
@@ -355,12 +614,30 @@ def _hue_order(names) -> list[str]:
     return sorted(set(names), key=lambda n: (n.split(" · ")[-1] != BASELINE, n))
 
 
+def figure_context(values: pd.DataFrame) -> str:
+    """'kodak · 768×512, 512×768 px · r = 0.2': suite, image sizes and sampling ratios of the runs shown."""
+    def listing(items, unit=""):
+        items = list(dict.fromkeys(items))
+        return ", ".join(map(str, items[:3])) + (", …" if len(items) > 3 else "") + unit
+
+    sizes = [f"{int(w)}×{int(h)}" for h, w in zip(values["height"], values["width"]) if pd.notna(h) and pd.notna(w)]
+    parts = [listing(values["suite"]), listing(sizes, " px") if sizes else "",
+             "r = " + listing(f"{r:g}" for r in sorted(values["mt_ratio"].unique()))]
+    return " · ".join(p for p in parts if p)
+
+
+READING_TEXT = {"best": "best-so-far PSNR", "at": "PSNR at each iteration", "last5": "PSNR at each iteration"}
+
+
 def curve_frame(values: pd.DataFrame, metrics: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
     """(variant, image, x, y) on a common grid of ≤ CURVE_POINTS x values, seeds averaged per image, up to the
-    end of the variant's shortest run."""
+    end of the variant's shortest run. y "psnr_best" is the best PSNR so far of each run."""
     variant = dict(zip(values["run_id"], _variant_names(values)))
     image = dict(zip(values["run_id"], values["image"]))
-    m = metrics[metrics["run_id"].isin(variant)].dropna(subset=[y]).sort_values(["run_id", "iteration"])
+    source = "psnr" if y == "psnr_best" else y
+    m = metrics[metrics["run_id"].isin(variant)].dropna(subset=[source]).sort_values(["run_id", "iteration"])
+    if y == "psnr_best":
+        m = m.assign(psnr_best=m.groupby("run_id")["psnr"].cummax())
     if m.empty:
         return pd.DataFrame(columns=["variant", "image", x, y])
     grid = np.unique(np.linspace(0.0, float(m[x].max()), CURVE_POINTS))
@@ -388,49 +665,99 @@ def _save(fig, folder: Path, name: str) -> Path:
     return folder / f"{name}.png"
 
 
-def curve_figures(values: pd.DataFrame, metrics: pd.DataFrame, folder: Path, seed: int = 0,
-                  resamples: int = RESAMPLES) -> list[Path]:
-    """PSNR and SSIM vs iteration and vs train-seconds: mean over images with a 95% bootstrap band.
+def _band(part: pd.DataFrame, x: str, y: str, resamples: int, seed: int) -> pd.DataFrame:
+    return pd.DataFrame([bootstrap_ci(g.to_numpy(), resamples, seed=seed) for _, g in part.groupby(x)[y]],
+                        index=sorted(part[x].unique()), columns=["mean", "lo", "hi"])
 
-    The bands use bootstrap_ci (vectorised) rather than seaborn's estimator, which loops in Python per
-    resample and takes minutes on a full suite."""
+
+def curve_plot(frame: pd.DataFrame, x: str, y: str, xlabel: str, ylabel: str, title: str, resamples: int = RESAMPLES,
+               seed: int = 0):
+    """One axis for a few variants; with more than SMALL_MULTIPLES, one panel per variant, each against the
+    baseline in grey, on shared axes (bands of eight strategies merge into one block)."""
     import matplotlib.pyplot as plt
     import seaborn as sns
 
+    order = _hue_order(frame["variant"])
+    colors = dict(zip(order, sns.color_palette(n_colors=len(order))))
+    bands = {v: _band(frame[frame["variant"] == v], x, y, resamples, seed) for v in order}
+
+    def draw(ax, variant, color, label=True):
+        band = bands[variant]
+        ax.plot(band.index, band["mean"], color=color, label=variant if label else None)
+        ax.fill_between(band.index, band["lo"], band["hi"], color=color, alpha=0.2, linewidth=0)
+
+    if len(order) <= SMALL_MULTIPLES:
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for variant in order:
+            draw(ax, variant, colors[variant])
+        ax.set(xlabel=xlabel, ylabel=ylabel)
+        ax.legend(fontsize="small")
+        fig.suptitle(title, fontsize="medium")
+        return fig
+    base = next((v for v in order if v.split(" · ")[-1] == BASELINE), None)
+    panels = [v for v in order if v != base]
+    ncols = min(4, len(panels))
+    nrows = math.ceil(len(panels) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 2.6 * nrows + 0.6), sharex=True, sharey=True,
+                             squeeze=False, layout="constrained")
+    for ax, variant in zip(axes.flat, panels):
+        if base is not None:
+            draw(ax, base, "0.55", label=False)
+        draw(ax, variant, colors[variant], label=False)
+        ax.set_title(variant, fontsize="small")
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    for ax in axes[-1]:
+        ax.set_xlabel(xlabel)
+    for ax in axes[:, 0]:
+        ax.set_ylabel(ylabel)
+    fig.suptitle(title + (f"\n(grey: {base})" if base else ""), fontsize="medium")
+    return fig
+
+
+def curve_figures(values: pd.DataFrame, metrics: pd.DataFrame, folder: Path, seed: int = 0,
+                  resamples: int = RESAMPLES, reading: str = "best") -> list[Path]:
+    """PSNR (the report's reading) and SSIM vs iteration over all runs given, and vs train-seconds once per
+    timing group (none for groups that shared a device): mean over images with a 95% bootstrap band.
+
+    The bands use bootstrap_ci (vectorised) rather than seaborn's estimator, which loops in Python per
+    resample and takes minutes on a full suite."""
     paths = []
-    for y, ylabel in (("psnr", "PSNR (dB)"), ("ssim", "SSIM")):
-        for x, xlabel in (("iteration", "iteration"), ("train_seconds", "train-seconds")):
-            frame = curve_frame(values, metrics, x, y)
+    psnr_y = "psnr_best" if reading == "best" else "psnr"
+    groups = sorted(values["timing_group"].unique())
+    for y, ylabel in ((psnr_y, f"{READING_TEXT[reading]} (dB)"), ("ssim", "SSIM")):
+        views = [("iteration", "iteration", values, "", "")]
+        for i, group in enumerate(groups, 1):
+            if not is_shared(group):
+                views.append(("train_seconds", "train-seconds", values[values["timing_group"] == group],
+                              "" if len(groups) == 1 else f"_t{i}", f"\ntiming group: {group}"))
+        for x, xlabel, part, suffix, extra in views:
+            frame = curve_frame(part, metrics, x, y)
             if frame.empty:
                 continue
-            order = _hue_order(frame["variant"])
-            fig, ax = plt.subplots(figsize=(7, 4.5))
-            for variant, color in zip(order, sns.color_palette(n_colors=len(order))):
-                part = frame[frame["variant"] == variant]
-                band = pd.DataFrame([bootstrap_ci(g.to_numpy(), resamples, seed=seed) for _, g in part.groupby(x)[y]],
-                                    index=sorted(part[x].unique()), columns=["mean", "lo", "hi"])
-                ax.plot(band.index, band["mean"], color=color, label=variant)
-                ax.fill_between(band.index, band["lo"], band["hi"], color=color, alpha=0.2, linewidth=0)
-            ax.set(xlabel=xlabel, ylabel=ylabel, title=f"{ylabel} vs {xlabel} (mean over images, 95% CI)")
-            ax.legend(fontsize="small")
-            paths.append(_save(fig, folder, f"{y}_vs_{'seconds' if x == 'train_seconds' else 'iteration'}"))
+            title = (f"{ylabel} vs {xlabel} · {figure_context(part)}\nmean over {frame['image'].nunique()} images, "
+                     f"95% bootstrap band{extra}")
+            fig = curve_plot(frame, x, y, xlabel, ylabel, title, resamples, seed)
+            paths.append(_save(fig, folder, f"{'psnr' if y == psnr_y else y}_vs_"
+                                            f"{'seconds' if x == 'train_seconds' else 'iteration'}{suffix}"))
     return paths
 
 
-def final_psnr_figure(values: pd.DataFrame, folder: Path, seed: int = 0) -> Path:
-    """Final PSNR per image and variant (dots; 95% CI over seeds when there are several)."""
+def final_psnr_figure(values: pd.DataFrame, folder: Path, seed: int = 0, reading: str = "best") -> Path:
+    """PSNR at the end (the report's reading) per image and variant (dots; 95% CI over seeds when several)."""
     import matplotlib.pyplot as plt
     import seaborn as sns
 
     frame = values.assign(variant=_variant_names(values).to_numpy())
     width = max(6.0, 0.6 * frame["image"].nunique() * max(1.0, frame["variant"].nunique() / 3))
     fig, ax = plt.subplots(figsize=(width, 4.5))
-    sns.pointplot(data=frame, x="image", y="final_psnr", hue="variant", hue_order=_hue_order(frame["variant"]),
+    sns.pointplot(data=frame, x="image", y=f"{reading}@end", hue="variant", hue_order=_hue_order(frame["variant"]),
                   dodge=0.5 if frame["variant"].nunique() > 1 else False, linestyle="none", errorbar=("ci", 95),
                   seed=seed, ax=ax)
-    ax.set(xlabel="image", ylabel="final PSNR (dB)", title="final PSNR per image")
+    name = reading_name(reading, "end").replace(" ≤end", " at the end")
+    ax.set(xlabel="image", ylabel=f"{name} (dB)", title=f"{name} per image · {figure_context(values)}")
     ax.tick_params(axis="x", rotation=45)
-    ax.legend(fontsize="small")
+    ax.legend(fontsize="small", ncols=2 if frame["variant"].nunique() > SMALL_MULTIPLES else 1)
     return _save(fig, folder, "final_psnr_per_image")
 
 
@@ -454,8 +781,8 @@ def record_selections(selector: str, image: np.ndarray, steps: Sequence[int], mt
                       model: str = "siren", model_params: dict | None = None, seed: int = 0) -> dict[int, np.ndarray]:
     """Fit `image` on the CPU for max(steps)+1 iterations and return the selected-pixel mask at each step.
 
-    The strategy class's `select` is wrapped for the duration of the fit, so the masks are exactly what the
-    fit loop trained on (a reused batch on non-recompute steps included)."""
+    The fit loop hands every step's batch to `on_select`, so the masks are exactly what it trained on (a
+    reused batch on non-recompute steps included)."""
     import datasets
     from strategies import resolve
 
@@ -464,22 +791,18 @@ def record_selections(selector: str, image: np.ndarray, steps: Sequence[int], mt
     from .runner import parse_strategies
 
     (name, params), = parse_strategies(selector)
-    cls, full = resolve(name, params)
+    _, full = resolve(name, params)
     height, width = image.shape[:2]
     wanted, masks = set(steps), {}
-    original = cls.select
 
-    def select(self, step):
-        batch = original(self, step)
+    def on_select(step, batch):
         if step in wanted:
             masks[step] = batch_mask(batch, height, width)
-        return batch
 
     cfg = RunConfig(image="selection-map", image_sha256=datasets.pixels_sha256(image), strategy=name, params=full,
                     model=model, model_params=dict(model_params or {}), mt_ratio=mt_ratio, iters=max(steps) + 1,
                     eval_every=max(steps) + 1, seed=seed)
-    with mock.patch.object(cls, "select", select):
-        fit(cfg, image, "cpu")
+    fit(cfg, image, "cpu", on_select=on_select)
     return masks
 
 
@@ -518,11 +841,27 @@ def selection_map_figure(selectors: Sequence[str], image: np.ndarray, steps: Seq
             ax.set_title(f"step {step}: {int(masks[step].sum())} px", fontsize=8)
             if c == 0:
                 ax.set_ylabel(selector, fontsize=8)
-    fig.suptitle("pixels selected (red) at each step")
+    h, w = image.shape[:2]
+    fig.suptitle(f"Pixels selected (red) at each step: a separate {max(steps) + 1}-step CPU refit of a {w}×{h} image "
+                 "(not the benchmark's runs)", fontsize="medium")
     return _save(fig, folder, "selection_maps")
 
 
 # --- Optuna --------------------------------------------------------------------------------------------------
+def objective_label(study) -> str:
+    """What the study's value is, from the settings `tune` stores with it (e.g. 'mean PSNR at iteration 2000
+    (dB)'; the PSNR objectives read the PSNR at that point, not the best so far)."""
+    s = study.user_attrs.get("settings") or {}
+    objective = s.get("objective")
+    if objective == "psnr-at-iters":
+        return f"mean PSNR at iteration {s.get('iters')} (dB)"
+    if objective == "psnr-at-seconds":
+        return f"mean PSNR at {s.get('budget_seconds')} train-seconds (dB)"
+    if objective == "time-to-psnr":
+        return f"mean train-seconds to {s.get('target_db')} dB (s)"
+    return f"objective of study {study.study_name}"
+
+
 def study_report(spec: str, name: str | None, folder: Path) -> tuple[str, list[Path]]:
     """Markdown summary of a tuning study and its plots (history, importances, slice of mt_ratio)."""
     import matplotlib.pyplot as plt
@@ -559,13 +898,15 @@ def study_report(spec: str, name: str | None, folder: Path) -> tuple[str, list[P
     params = sorted({p for t in complete for p in t.params})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        plots = [("optuna_history", lambda: ovm.plot_optimization_history(study))]
+        target = objective_label(study)
+        plots = [("optuna_history", lambda: ovm.plot_optimization_history(study, target_name=target))]
         if len(params) >= 2 and len(complete) >= 2:
-            plots.append(("optuna_importance", lambda: ovm.plot_param_importances(study)))
+            plots.append(("optuna_importance", lambda: ovm.plot_param_importances(study, target_name=target)))
         else:
             lines.append(f"Parameter importances skipped: they need ≥ 2 parameters and ≥ 2 complete trials "
                          f"(here {len(params)} and {len(complete)}).")
-        plots.append(("optuna_slice", lambda: ovm.plot_slice(study, params=["mt_ratio"] if "mt_ratio" in params else None)))
+        plots.append(("optuna_slice", lambda: ovm.plot_slice(study, params=["mt_ratio"] if "mt_ratio" in params else None,
+                                                          target_name=target)))
         for fname, plot in plots:
             ax = plot()
             fig = (ax.flat[0] if isinstance(ax, np.ndarray) else ax).figure
@@ -604,15 +945,69 @@ def incomplete_runs(results: str | Path, scan=None) -> pd.DataFrame:
 
 
 # --- the report ----------------------------------------------------------------------------------------------
+def _failed(results: Path) -> set[tuple]:
+    """(label, image, seed) of runs the store records as failed, so a left-out pair can say why."""
+    from .store import Store
+
+    runs = Store(results, readonly=True).runs()
+    bad = runs[~runs["status"].isin(("ok", "diverged"))]
+    return {(lbl, img, int(s)) for lbl, img, s in zip(bad["label"], bad["image"], bad["seed"]) if s == s}
+
+
+def _sections(result: TableResult, folder: Path) -> tuple[list[str], dict[str, dict]]:
+    """Write a table of means, its per-image table and its comparisons; their Markdown and their entries."""
+    written: dict[str, dict] = {}
+    cells = [v for col in result.means.columns for v in result.means[col]]
+    means_note = result.note
+    if any(isinstance(v, Stat) for v in cells):
+        means_note += (" Cells: mean over images (seeds averaged per image); '(k/n)': only k of the n runs have a "
+                       "value; '—': none has.")
+    if any(isinstance(v, CensoredMedian) for v in cells):
+        means_note += (" Iterations and seconds to a target: the median over all runs, a run that never reached "
+                       "it counted as later than every run that did ('>T': the median is such a run, T the "
+                       "smallest budget of those runs); a target counts as reached on the first evaluated row "
+                       "whose PSNR ≥ target, so the resolution is the run's --psnr-every ("
+                       + ", ".join(sorted({g.split("PSNR every ")[1].split(",")[0] for g in
+                                           [result.timing or ""] if "PSNR every " in g}) or ["see the runs"])
+                       + " iterations here).")
+    doc = [f"## {result.caption}", "", write_table(result.means, result.name, result.caption, folder, means_note),
+           means_note, ""]
+    written[result.name] = {"kind": "means", "of": result.name, "caption": result.caption, "note": means_note,
+                            "table": result.means}
+    for ref, table in result.comparisons.items():
+        name, caption = f"{result.name}_vs_{_slug(ref)}", f"{result.caption}: paired comparison with {ref}"
+        note = comparison_note(table, ref)
+        doc += [f"### {caption}", "", write_table(table, name, caption, folder, note), note, ""]
+        written[name] = {"kind": "comparison", "of": result.name, "reference": ref, "caption": caption, "note": note,
+                         "table": table}
+    name, caption = f"{result.name}_per_image", f"{result.caption}: per image and seed"
+    note = "One row per run; `in means`: whether the run's (image, seed) pair is in the table's means."
+    write_table(result.per_image, name, caption, folder, note)
+    doc += [f"Per image: [tables/{name}.md](tables/{name}.md) (and .csv).", ""]
+    written[name] = {"kind": "per_image", "of": result.name, "caption": caption, "note": note, "table": result.per_image}
+    return doc, written
+
+
 def build_report(results: str | Path, out: str | Path | None = None, study: str | None = None,
                  study_name: str | None = None, selection_maps: bool = False, maps_image_spec: str = "astronaut",
                  maps_size: int = 32, maps_steps: Sequence[int] = (0, 10, 50, 99),
                  maps_strategies: Sequence[str] | None = None, iter_checkpoints: Sequence[int] = (250, 1000, 5000),
                  size_checkpoints: Sequence[int] = (500, 1000, 2500), seconds: Sequence[float] = (60.0, 120.0),
                  targets: Sequence[float] = (30.0, 35.0), arch_target: float = 25.0, resamples: int = RESAMPLES,
-                 seed: int = 0) -> dict[str, Any]:
-    """Write every table and figure; returns {"report": path, "tables": {name: DataFrame}, "figures": [paths]}."""
-    from .store import Store, check_same_setup
+                 seed: int = 0, baseline: str | None = None, reading: str = "best",
+                 interval: str = "t") -> dict[str, Any]:
+    """Write every table and figure. Returns a dict:
+
+    report    path of report.md;  markdown: its text
+    tables    {name: TableResult}: each table of means with its per-image table, its comparisons with each
+              reference ({label: DataFrame of Comparison cells}), its (image, seed) units, the pairs left out
+              and why, its note and timing group
+    written   {file stem: {"kind": means | comparison | per_image, "of": table name, "reference" (comparisons),
+              "caption", "note", "table": DataFrame}}: every table file written, in report order; render a cell
+              with str(), read numbers from its fields (to_csv flattens them)
+    figures   [png paths];  incomplete: DataFrame of failed/orphaned runs
+    """
+    from .store import Store, atomic_write_text, check_same_setup
 
     results = Path(results)
     out = Path(out) if out else results / "report"
@@ -625,6 +1020,13 @@ def build_report(results: str | Path, out: str | Path | None = None, study: str 
     check_same_setup(runs)
     if resamples < 1:
         raise BenchError(f"--resamples must be >= 1, got {resamples}")
+    if reading not in READINGS:
+        raise BenchError(f"--psnr-reading must be one of {', '.join(READINGS)}, got {reading!r}")
+    if interval not in INTERVALS:
+        raise BenchError(f"--interval must be one of {', '.join(INTERVALS)}, got {interval!r}")
+    if baseline is not None and baseline not in set(runs["label"]):
+        raise BenchError(f"--baseline {baseline!r} is not a label of {results}; it has "
+                         + ", ".join(sorted(runs["label"].unique())))
     if study is not None:  # a wrong --study fails now, not after every table and figure is written
         from .tune import open_storage
 
@@ -632,34 +1034,42 @@ def build_report(results: str | Path, out: str | Path | None = None, study: str 
     prepare_out(out)
     all_targets = sorted({*targets, arch_target, 30.0})
     values = run_values(runs, metrics, sorted({*iter_checkpoints, *size_checkpoints}), seconds, all_targets)
-    kw = {"resamples": resamples, "seed": seed}
-    tables = {
-        "table_a": (table_a(values, iter_checkpoints, **kw), "Table A: PSNR at fixed iterations; SSIM and LPIPS at the end"),
-        "table_b": (table_b(values, targets, **kw), "Table B: train-seconds and iterations to first reach each PSNR "
-                    f"target; Δ: % change vs {BASELINE} of the same set-up"),
-        "table_c": (table_c(values, size_checkpoints, **kw), "Table C: network size (depth × width); train s: "
-                    f"train-seconds of the whole run; Δ: % change vs {BASELINE}"),
-        "table_d": (table_d(values, seconds, arch_target, **kw), "Table D: architectures; PSNR at train-second "
-                    f"budgets; Δ: % change vs {BASELINE}"),
-        "ablation": (table_ablation(values, iter_checkpoints, 30.0, **kw), "Ablation: NINT hybrid parameters"),
-    }
-    note = ("Cells: mean over images [95% bootstrap CI]; '(k/n)': only k of n runs have a value; '—': none has. "
-            "Time-to-target means are over the runs that reached the target.")
+    baseline = baseline or BASELINE
+    references = [baseline] + ([SECOND_REFERENCE] if SECOND_REFERENCE != baseline else [])
+    kw = {"references": references, "failed": _failed(results), "interval": interval, "seed": seed}
+    groups = sorted(values["timing_group"].unique())
+    built = (table_a(values, iter_checkpoints, reading, **kw) + table_readings(values, iter_checkpoints, **kw)
+             + table_b(values, targets, **kw) + table_c(values, size_checkpoints, reading, **kw)
+             + table_d(values, seconds, arch_target, reading, **kw)
+             + table_ablation(values, iter_checkpoints, 30.0, reading, **kw))
+    readings = {"best": "the best PSNR so far (the NINT/INT releases' reading)", "at": "the PSNR at that iteration",
+                "last5": "the median PSNR over the last 5% of iterations up to it"}
     doc = [f"# Report of `{results}`", "",
            f"{len(runs)} finished runs ({runs['status'].eq('diverged').sum()} diverged), "
            f"{runs['image'].nunique()} image(s), {runs['seed'].nunique()} seed(s), labels: "
-           + ", ".join(f"`{lbl}`" for lbl in sorted(runs["label"].unique())) + ".", "", note, ""]
+           + ", ".join(f"`{lbl}`" for lbl in sorted(runs["label"].unique())) + ".", "",
+           f"PSNR columns read {readings[reading]} (`--psnr-reading`); `psnr_readings` shows all three. Strategies "
+           f"are compared with `{baseline}`" + (f" and with `{SECOND_REFERENCE}`" if len(references) > 1 else "")
+           + " per image (benchmark/paired.py). Timing groups (times are compared within one only): "
+           + "; ".join(f"`{g}`" for g in groups) + ".", ""]
     if scan.damaged or scan.foreign:
         doc += [f"Left out: {len(scan.damaged)} run(s) whose files are damaged (see Incomplete runs)"
                 + "".join(f"; ignored {what}" for what in scan.foreign) + ".", ""]
-    kept = {}
-    for name, (table, caption) in tables.items():
-        if table is None:
-            continue
-        kept[name] = table
-        doc += [f"## {caption}", "", write_table(table, name, caption, out / "tables"), ""]
+    tables, written = {}, {}
+    for result in built:
+        tables[result.name] = result
+        section, files = _sections(result, out / "tables")
+        doc += section
+        written.update(files)
     figures_dir = out / "figures"
-    figures = curve_figures(values, metrics, figures_dir, seed) + [final_psnr_figure(values, figures_dir, seed)]
+    main = tables["table_a"] if "table_a" in tables else None
+    shown = values[values["status"] == "ok"]
+    if main is not None:  # the figures show Table A's rows over Table A's image set
+        labels = set(main.means.index.get_level_values("label"))
+        units = set(main.units)
+        shown = shown[shown["label"].isin(labels).to_numpy() & _in_units(shown, units)]
+    figures = (curve_figures(shown, metrics, figures_dir, seed, resamples, reading)
+               + [final_psnr_figure(shown, figures_dir, seed, reading)])
     if selection_maps:
         labels = list(maps_strategies or sorted(runs["label"].unique()))
         ratios = runs.groupby("label")["mt_ratio"].first().to_dict()
@@ -677,8 +1087,10 @@ def build_report(results: str | Path, out: str | Path | None = None, study: str 
     doc += ["## Incomplete runs", ""]
     doc += [to_markdown(missing.set_index("run_id")) if len(missing) else "None: every run of the store finished.", ""]
     report = out / "report.md"
-    report.write_text("\n".join(doc))
-    return {"report": report, "tables": kept, "figures": figures, "incomplete": missing}
+    markdown = "\n".join(doc)
+    atomic_write_text(markdown, report)
+    return {"report": report, "markdown": markdown, "tables": tables, "written": written, "figures": figures,
+            "incomplete": missing}
 
 
 def prepare_out(out: Path) -> None:
@@ -719,7 +1131,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", default="60,120", help="Table D train-second budgets")
     p.add_argument("--targets", default="30,35", help="Table B PSNR targets (dB)")
     p.add_argument("--arch-target", type=float, default=25.0, help="Table D PSNR target (dB)")
-    p.add_argument("--resamples", type=int, default=RESAMPLES, help="bootstrap resamples per cell")
+    p.add_argument("--baseline", help="the label every strategy is compared with (default "
+                   f"{BASELINE}; the report also compares with {SECOND_REFERENCE} when it ran)")
+    p.add_argument("--psnr-reading", default="best", choices=READINGS, help="PSNR of Tables A, C, D and the "
+                   "ablation: best so far (default, the papers' reading), at the iteration, or the median of the "
+                   "last 5%% of iterations")
+    p.add_argument("--interval", default="t", choices=INTERVALS, help="95%% interval of a paired mean over "
+                   "images: Student-t (default) or BCa bootstrap (falls back to t where it cannot be computed)")
+    p.add_argument("--resamples", type=int, default=RESAMPLES, help="bootstrap resamples of the figures' bands")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     return p
 
@@ -753,7 +1172,7 @@ def main(argv: list[str]) -> int:
             steps, split_top(args.maps_strategies) if args.maps_strategies else None,
             _numbers(args.iters, "--iters", int), _numbers(args.size_iters, "--size-iters", int),
             _numbers(args.seconds, "--seconds"), _numbers(args.targets, "--targets"), args.arch_target,
-            args.resamples, args.seed)
+            args.resamples, args.seed, args.baseline, args.psnr_reading, args.interval)
     except OSError as exc:  # a full disk or a folder that became unwritable while the report was written
         raise out_error(out, exc) from None
     print(f"report: {result['report']} ({len(result['tables'])} tables, {len(result['figures'])} figures, "

@@ -67,13 +67,17 @@ def resolve(name: str, params: dict[str, Any] | None = None) -> tuple[type, dict
         if not getattr(cls, "uses_profile", True):
             raise BenchError(f"strategy {name!r} ignores the interval profile, so it takes no 'interval' parameter")
         interval_profile(params["interval"])
-    unknown = set(params) - set(cls.defaults) - {"interval"}
+    optional = getattr(cls, "optional", {})
+    for key, value in optional.items():  # at the value that reproduces stored runs: as if not given (same run id)
+        if key in params and params[key] == value and not isinstance(params[key], bool):
+            del params[key]
+    unknown = set(params) - set(cls.defaults) - {"interval"} - set(optional)
     if unknown:
         raise BenchError(
             f"strategy {name!r} has no parameter(s) {', '.join(sorted(unknown))}; "
-            f"it takes: {', '.join(sorted([*cls.defaults, *(['interval'] if cls.uses_profile else [])])) or 'none'}"
+            f"it takes: {', '.join(sorted([*cls.defaults, *optional, *(['interval'] if cls.uses_profile else [])])) or 'none'}"
         )
-    check_param_types(f"strategy {name!r}", params, cls.defaults, name + "[{key}={value}]")
+    check_param_types(f"strategy {name!r}", params, {**optional, **cls.defaults}, name + "[{key}={value}]")
     full = {**cls.defaults, **params}
     check_ranges(f"strategy {name!r}", full, cls.ranges, name + "[{key}={value}]", cls.defaults)
     if hasattr(cls, "validate"):

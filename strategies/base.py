@@ -54,6 +54,9 @@ class Strategy:
     name: ClassVar[str] = ""
     defaults: ClassVar[dict[str, Any]] = {}
     ranges: ClassVar[dict[str, Range]] = {}
+    # Parameters added after results were published, with the value that reproduces those results: accepted,
+    # but left out of the parameters (so of the run id and the label) at that value.
+    optional: ClassVar[dict[str, Any]] = {}
     uses_profile: ClassVar[bool] = True  # False: the strategy ignores the interval profile
 
     def __init__(self, task: Task, **params: Any):

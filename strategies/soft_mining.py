@@ -41,6 +41,16 @@ class SoftMining(Strategy):
     `indices` then name the nearest pixel, for selection maps only. Switches: `correction` "reference"
     divides the coordinate gradient by w²·ℓ (EVOS: w enters twice), "single" by w·ℓ (the original
     soft-mining code); `sobel_norm` "column" (the reference's per-column maximum) or "global".
+
+    Units: the reference's errors are on [−1, 1] targets, twice the suite's on [0, 1], so its L1 errors are
+    twice ours. With the weight (1/max(L1, 2⁻¹⁰))^ρ that makes its weights 2^−ρ of ours, its error floor half
+    as high relative to the errors, and, through the w² in the "reference" correction, its Langevin drift 2^ρ
+    of ours (ours is 0.66× its drift at ρ = 0.6; the "single" correction is unit-free). `error_scale` 2 takes
+    the L1 errors in the reference's units, which reproduces its weights, floor and drift exactly (Adam makes
+    the loss's overall scale irrelevant). The default stays 1, the suite's units literally: stored soft-mining
+    runs were made so, and a new default would give new runs their label and id while computing something
+    else (`optional`: error_scale=1 is the run id of those runs). Use soft-mining[error_scale=2] for the
+    reference's dynamics.
     """
 
     defaults = {"a": 20.0, "b": 0.02, "alpha": 0.6, "warmup": 1000, "min_weight": 0.2, "uniform_share": 0.1,
@@ -48,11 +58,15 @@ class SoftMining(Strategy):
     # a: step along the loss gradient, b: noise scale, warmup: iterations, min_weight: floor of the weights
     ranges = {"a": at_least(0.0), "b": at_least(0.0), "alpha": at_least(0.0), "warmup": above(0.0),
               "min_weight": at_least(0.0), "uniform_share": Range(0.0, 1.0, high_open=True),
-              "reinit_share": Range(0.0, 1.0, high_open=True)}
+              "reinit_share": Range(0.0, 1.0, high_open=True), "error_scale": above(0.0)}
+    optional = {"error_scale": 1.0}
     uses_profile = False
 
     @classmethod
     def validate(cls, p):
+        if p.get("error_scale", 1.0) <= 0:
+            raise BenchError(f"soft-mining error_scale must be > 0 (2 = the reference's [-1, 1] units), got "
+                             f"{p['error_scale']}")
         if p["correction"] not in ("reference", "single"):
             raise BenchError(f"soft-mining correction must be 'reference' (w twice, EVOS) or 'single', "
                              f"got {p['correction']!r}")
@@ -124,9 +138,10 @@ class SoftMining(Strategy):
         return F.grid_sample(image, grid, mode="bilinear", align_corners=True).view(3, -1).T
 
     def weights(self, pred: torch.Tensor, target: torch.Tensor, step: int) -> torch.Tensor:
-        """Importance weights w = (1/max(L1, 2⁻¹⁰))^ρ, ρ = min(t/warmup, alpha), clamped to [0.2, mean + std]."""
+        """Importance weights w = (1/max(s·L1, 2⁻¹⁰))^ρ, ρ = min(t/warmup, alpha), clamped to [0.2, mean + std];
+        s = error_scale (class docstring: units)."""
         p = self.params
-        l1 = (pred - target).abs().mean(dim=1).detach()
+        l1 = (pred - target).abs().mean(dim=1).detach() * p.get("error_scale", 1.0)
         rho = min((step + 1) / p["warmup"], p["alpha"])
         w = l1.clamp_min(EPS16).reciprocal().pow(rho)
         spread = w.std() if w.numel() > 1 else torch.zeros((), device=w.device)

@@ -247,7 +247,7 @@ def test_psnr_every_records_the_same_rows_for_every_strategy_and_trains_the_same
     calls = []
     original = Task.forward_full
     monkeypatch.setattr(Task, "forward_full", lambda self: calls.append(1) or original(self))
-    sparse = fit(config(strategy=strategy, psnr_every=3), img).metrics
+    sparse = fit(config(strategy=strategy, psnr_every=3), img, warm_up=False).metrics  # no scratch forwards
     due = [t % 3 == 0 or t % 5 == 0 or t == 12 for t in range(13)]
     assert sparse["psnr"].notna().tolist() == due
     np.testing.assert_array_equal(sparse["psnr"][due], every["psnr"][due])
@@ -266,7 +266,7 @@ def test_every_evaluation_ends_by_waiting_for_the_device(strategy, monkeypatch):
     waits = []
     monkeypatch.setattr(fit_module, "wait_for_device", lambda device: waits.append(device.type))
     m = fit(config(strategy=strategy, psnr_every=3), tiny_image()).metrics
-    assert waits == ["cpu"] * int(m["psnr"].notna().sum())
+    assert waits == ["cpu"] * (1 + int(m["psnr"].notna().sum()))  # the first after the untimed warm-up
 
 
 def test_bf16_scoring_keeps_neighbouring_pixels_apart_and_stays_close_to_float32():
@@ -297,11 +297,11 @@ def test_bf16_scoring_ranks_by_the_approximate_forward_and_never_reports_it(stra
     monkeypatch.setattr(Task, "forward_full", lambda self: calls.append(1) or original_full(self))
     monkeypatch.setattr(Task, "forward_scoring",
                         lambda self: scored.append(self.exact_scoring) or original_score(self))
-    low = fit(config(strategy=strategy, bf16_scoring=True), img).metrics
+    low = fit(config(strategy=strategy, bf16_scoring=True), img, warm_up=False).metrics  # the loop's forwards only
     assert scored and not any(scored) and len(calls) == 13  # rows 0..12, each evaluated in float32
     scored.clear()
     calls.clear()
-    exact = fit(config(strategy=strategy), img).metrics
+    exact = fit(config(strategy=strategy), img, warm_up=False).metrics
     assert scored and all(scored) and len(calls) == len(scored) + 1  # the scoring forward serves the rows
     assert low["psnr"].notna().all() and low["psnr"].iloc[0] == exact["psnr"].iloc[0]
     assert config(bf16_scoring=False).run_id == config().run_id != config(bf16_scoring=True).run_id
@@ -381,7 +381,7 @@ def test_compile_warm_up_builds_every_graph_the_timed_steps_use(strategy, schedu
     step (linear ratio schedule) nor one whose batch needs a coordinate gradient (Soft Mining) compiles a frame."""
     from torch._dynamo.utils import counters
 
-    from benchmark.fit import compile_outside_timing, compiled, train_step
+    from benchmark.fit import warm_up_outside_timing, compiled, train_step
 
     torch._dynamo.reset()
     counters.clear()
@@ -389,7 +389,7 @@ def test_compile_warm_up_builds_every_graph_the_timed_steps_use(strategy, schedu
     task.predict = compiled(task.model, True, static_shapes=schedule == "constant")  # as the fit loop does
     cls, params = strategies.resolve(strategy)
     before = [p.detach().clone() for p in task.model.parameters()]
-    compile_outside_timing(task, lambda scratch: cls(scratch, **params), lr=1e-4)
+    warm_up_outside_timing(task, lambda scratch: cls(scratch, **params), lr=1e-4)
     assert all(torch.equal(a, b) for a, b in zip(before, task.model.parameters()))  # parameters restored
     built = sum(counters["frames"].values())
     assert built > 0
