@@ -26,7 +26,7 @@ def register_strategy(name: str, *, aliases: dict[str, dict[str, Any]] | None = 
     """Class decorator: register under `name`; `aliases` maps other names to fixed parameter overrides."""
 
     def wrap(cls):
-        check_declared(f"strategy {name!r}", cls.defaults, cls.ranges)
+        check_declared(f"strategy {name!r}", {**cls.defaults, **cls.optional}, cls.ranges)
         for key in [name, *(aliases or {})]:
             if key in STRATEGIES or key in _ALIASES:
                 raise ValueError(f"strategy {key!r} is registered twice")
@@ -79,7 +79,7 @@ def resolve(name: str, params: dict[str, Any] | None = None) -> tuple[type, dict
         )
     check_param_types(f"strategy {name!r}", params, {**optional, **cls.defaults}, name + "[{key}={value}]")
     full = {**cls.defaults, **params}
-    check_ranges(f"strategy {name!r}", full, cls.ranges, name + "[{key}={value}]", cls.defaults)
+    check_ranges(f"strategy {name!r}", full, cls.ranges, name + "[{key}={value}]", {**optional, **cls.defaults})
     if hasattr(cls, "validate"):
         try:
             cls.validate(full)
