@@ -15,7 +15,7 @@ import run_benchmark
 from benchmark import fit as fit_module
 from benchmark import store as store_module
 from benchmark.config import RunConfig
-from benchmark.errors import BenchError
+from benchmark.errors import BenchError, at_least
 from benchmark.fit import fit
 from benchmark.ntk import ntk_scores
 from benchmark.runner import build_jobs, parse_strategies, run_jobs
@@ -27,6 +27,7 @@ from strategies.uniform import Uniform
 class NaNAt(Uniform):
     """Test only: the loss becomes NaN from step `at` on."""
     defaults = {"at": 3}
+    ranges = {"at": at_least(0, integer=True)}
 
     def loss(self, pred, target, batch, step):
         loss = super().loss(pred, target, batch, step)
