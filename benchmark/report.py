@@ -673,7 +673,7 @@ def _band(part: pd.DataFrame, x: str, y: str, resamples: int, seed: int) -> pd.D
 def curve_plot(frame: pd.DataFrame, x: str, y: str, xlabel: str, ylabel: str, title: str, resamples: int = RESAMPLES,
                seed: int = 0):
     """One axis for a few variants; with more than SMALL_MULTIPLES, one panel per variant, each against the
-    baseline in grey, on shared axes (bands of eight strategies merge into one block)."""
+    baseline dashed in black, on shared axes (bands of eight strategies merge into one block)."""
     import matplotlib.pyplot as plt
     import seaborn as sns
 
@@ -681,9 +681,9 @@ def curve_plot(frame: pd.DataFrame, x: str, y: str, xlabel: str, ylabel: str, ti
     colors = dict(zip(order, sns.color_palette(n_colors=len(order))))
     bands = {v: _band(frame[frame["variant"] == v], x, y, resamples, seed) for v in order}
 
-    def draw(ax, variant, color, label=True):
+    def draw(ax, variant, color, label=True, dashed=False):
         band = bands[variant]
-        ax.plot(band.index, band["mean"], color=color, label=variant if label else None)
+        ax.plot(band.index, band["mean"], color=color, label=variant if label else None, linestyle="--" if dashed else "-")
         ax.fill_between(band.index, band["lo"], band["hi"], color=color, alpha=0.2, linewidth=0)
 
     if len(order) <= SMALL_MULTIPLES:
@@ -702,7 +702,7 @@ def curve_plot(frame: pd.DataFrame, x: str, y: str, xlabel: str, ylabel: str, ti
                              squeeze=False, layout="constrained")
     for ax, variant in zip(axes.flat, panels):
         if base is not None:
-            draw(ax, base, "0.55", label=False)
+            draw(ax, base, "black", label=False, dashed=True)
         draw(ax, variant, colors[variant], label=False)
         ax.set_title(variant, fontsize="small")
     for ax in axes.flat[len(panels):]:
@@ -711,7 +711,7 @@ def curve_plot(frame: pd.DataFrame, x: str, y: str, xlabel: str, ylabel: str, ti
         ax.set_xlabel(xlabel)
     for ax in axes[:, 0]:
         ax.set_ylabel(ylabel)
-    fig.suptitle(title + (f"\n(grey: {base})" if base else ""), fontsize="medium")
+    fig.suptitle(title + (f"\n(dashed black: {base})" if base else ""), fontsize="medium")
     return fig
 
 
