@@ -410,9 +410,12 @@ def _run_pending(jobs: list[Job], root: str, done: set[str], devices: list[str] 
         for s in slots:
             tokens.put(s)
         parallel = Parallel(n_jobs=len(slots), backend="loky", return_as="generator_unordered")
-        for row in parallel(delayed(execute)(j, root, tokens, lpips_mode, lpips_weights, mode) for j in pending):
-            outcomes.append(row)
-            bar.update()
-        manager.shutdown()
+        try:
+            for row in parallel(delayed(execute)(j, root, tokens, lpips_mode, lpips_weights, mode) for j in pending):
+                outcomes.append(row)
+                bar.update()
+        finally:  # also when interrupted, so no finalizer is left to fail at exit with a traceback
+            with signals_deferred():
+                manager.shutdown()
     bar.close()
     return outcomes
