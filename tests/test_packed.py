@@ -1,0 +1,91 @@
+"""--pack: packed members train exactly as their unpacked runs do (CPU), keep their run ids, and are timed from
+exclusive step profiles."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+import strategies
+from benchmark.errors import BenchError
+from benchmark.fit import fit
+from benchmark.packed import check_pack, fit_packed, packable
+from conftest import tiny_image
+from test_core import config
+
+COVERED = ["standard", "uniform", "int", "nint", "nint-released", "ntk-only", "egra", "expansive"]
+
+
+def members(name: str, k: int = 3, iters: int = 6, params: list[dict] | None = None, **kw):
+    """k runs of one strategy on k different images of one size, with different seeds (and parameters)."""
+    images = [tiny_image(10, 12, seed=s) for s in range(k)]
+    cfgs = []
+    for s in range(k):
+        _, full = strategies.resolve(name, (params or [{}] * k)[s])
+        cfgs.append(dataclasses.replace(config(strategy=name, iters=iters, **kw), image=f"im{s}", seed=s + 3,
+                                        params=full))
+    return cfgs, images
+
+
+def assert_same_rows(packed, unpacked, label):
+    for column in ("psnr", "loss", "ssim", "sampled_fraction"):
+        np.testing.assert_allclose(packed[column], unpacked[column], rtol=0, atol=1e-6, err_msg=f"{label} {column}")
+    assert list(packed["run_id"].unique()) == list(unpacked["run_id"].unique())
+
+
+@pytest.mark.parametrize("name", COVERED)
+def test_a_pack_of_three_trains_each_member_as_its_unpacked_run(name):
+    cfgs, images = members(name)
+    pack = fit_packed(cfgs, images)
+    for cfg, img, result in zip(cfgs, images, pack.results):
+        alone = fit(cfg, img)
+        assert_same_rows(result.metrics, alone.metrics, name)
+        assert result.step_kinds == alone.step_kinds  # the kinds the profile prices are the exclusive ones
+        assert result.status == alone.status == "ok"
+
+
+def test_members_may_differ_in_strategy_parameters_and_refresh_at_their_own_steps():
+    cfgs, images = members("nint", params=[{"alpha": 2}, {"alpha": 3, "xi": 0.5}, {"score": "primal"}], iters=7)
+    pack = fit_packed(cfgs, images)
+    assert [kinds.count("ntk") for kinds in pack.step_kinds] == [4, 3, 1]  # u = 1, 2, 4, 6 / 1, 3, 6 / 1
+    for cfg, img, result in zip(cfgs, images, pack.results):
+        assert_same_rows(result.metrics, fit(cfg, img).metrics, cfg.label)
+
+
+def test_stacked_adam_is_k_independent_adams():
+    """Adam is elementwise: one Adam over (K, ...) parameters updates each slice as that member's own Adam."""
+    torch.manual_seed(0)
+    shapes = [(4, 3), (3,)]
+    stacked = [torch.randn(3, *s, requires_grad=True) for s in shapes]
+    separate = [[p[k].detach().clone().requires_grad_() for p in stacked] for k in range(3)]
+    big = torch.optim.Adam(stacked, lr=1e-2)
+    small = [torch.optim.Adam(ps, lr=1e-2) for ps in separate]
+    for _ in range(5):
+        grads = [torch.randn(3, *s) for s in shapes]
+        for p, g in zip(stacked, grads):
+            p.grad = g.clone()
+        for k, ps in enumerate(separate):
+            for p, g in zip(ps, grads):
+                p.grad = g[k].clone()
+        big.step()
+        for opt in small:
+            opt.step()
+    for k, ps in enumerate(separate):
+        for p, q in zip(stacked, ps):
+            assert torch.equal(p[k], q)
+
+
+def test_what_cannot_be_packed_is_refused_with_one_line():
+    assert packable(config(strategy="nint")) and packable(config(strategy="residual-only"))
+    assert not packable(config(strategy="soft-mining")) and not packable(config(strategy="evos"))
+    assert not packable(config(strategy="uniform", ratio_schedule="linear"))
+    assert not packable(config(strategy="uniform", compile=True))
+    cfgs, images = members("uniform", k=2)
+    with pytest.raises(BenchError, match="^a pack holds images of one size"):
+        check_pack(cfgs, [images[0], tiny_image(8, 8)])
+    with pytest.raises(BenchError, match="^a pack's runs may differ only in image, seed and strategy parameters"):
+        check_pack([cfgs[0], dataclasses.replace(cfgs[1], lr=1e-3)], images)
+    with pytest.raises(BenchError, match=r"^soft-mining with these flags cannot train in a pack"):
+        check_pack([config(strategy="soft-mining")] * 2, images)
