@@ -41,6 +41,7 @@ from .fit import DIVERGENCE_CHECK_EVERY, FitResult, wait_for_device
 from .metrics import psnr, ssim
 from .models import build_model
 from .ntk import pixel_chunks
+from .profiles import priced_seconds, profile_for
 from .task import Task, coordinate_grid
 
 # Strategy classes a pack runs (their subclasses and aliases too: nint-released, ntk/ntk-only, residual-only, ...).
@@ -207,10 +208,10 @@ def check_pack(cfgs: list[RunConfig], images: list[np.ndarray]) -> None:
 
 
 def fit_packed(cfgs: list[RunConfig], images: list[np.ndarray], device: torch.device | str = "cpu",
-               lpips_metric=None, step_ms: dict[str, float] | None = None) -> PackResult:
+               lpips_metric=None, profile: dict[str, Any] | None = None) -> PackResult:
     """Fit image k with cfgs[k], all in one pack; the metrics of each member are those its unpacked fit would
-    record (up to the rounding of batched matrix products). `step_ms` prices each step kind (a timing
-    profile's milliseconds); without it the members' train_seconds are NaN."""
+    record (up to the rounding of batched matrix products). `profile` (benchmark.profiles) prices the members'
+    steps; without it their train_seconds are NaN until `price` is applied."""
     check_pack(cfgs, images)
     device = torch.device(device)
     cfg0 = cfgs[0]
@@ -341,11 +342,8 @@ def fit_packed(cfgs: list[RunConfig], images: list[np.ndarray], device: torch.de
     cpu = {m: h.cpu().numpy().astype(np.float64) for m, h in hist.items()}
     for k, cfg in enumerate(cfgs):
         rows = done[k] + 1
-        if step_ms is None:
-            cumulative = np.full(rows, nan)
-            cumulative[0] = 0.0
-        else:
-            cumulative = np.concatenate([[0.0], np.cumsum([step_ms[kind] / 1000.0 for kind in kinds[k][: rows - 1]])])
+        cumulative = np.full(rows, nan)
+        cumulative[0] = 0.0
         metrics = pd.DataFrame({
             "run_id": cfg.run_id, "suite": cfg.suite, "image": cfg.image, "strategy": cfg.label, "seed": cfg.seed,
             "iteration": np.arange(rows), "train_seconds": cumulative,
@@ -354,7 +352,16 @@ def fit_packed(cfgs: list[RunConfig], images: list[np.ndarray], device: torch.de
         })
         results.append(FitResult(metrics, status[k], diverged_at[k], float(cumulative[-1]), height, width, peak,
                                  kinds[k][: rows - 1]))
+        if profile is not None:
+            price(results[-1], profile)
     return PackResult(results, kinds, np.array(pack_seconds))
+
+
+def price(result: FitResult, profile: dict[str, Any]) -> None:
+    """Give a packed member the train-seconds of its steps at the exclusive costs of their kinds."""
+    cumulative = priced_seconds(result.step_kinds, profile)
+    result.metrics["train_seconds"] = cumulative
+    result.train_seconds = float(cumulative[-1])
 
 
 def plan_packs(jobs: list, k: int) -> tuple[list[list], list]:
@@ -376,3 +383,64 @@ def plan_packs(jobs: list, k: int) -> tuple[list[list], list]:
             part = members[start:start + k]
             (packs.append(part) if len(part) > 1 else single.extend(part))
     return packs, single
+
+
+def execute_pack(jobs: list, root: str, device: str, lpips_mode: str = "auto",
+                 lpips_weights: str | None = None) -> list[dict[str, Any]]:
+    """Run the jobs as one pack and store one ordinary run per member (its own run id, metrics and row), with
+    execution_mode packed-K and timing "profile". The profile is measured before the pack, exclusively, if the
+    results directory has none for this configuration. A failure fails every member of the pack."""
+    import datasets
+
+    from .fit import ms_per_iter
+    from .runner import _lpips_for, _run_row, describe_failure
+    from .store import Store
+
+    store = Store(root)
+    started = time.time()
+    mode = f"packed-{len(jobs)}"
+    cfgs = [job.cfg for job in jobs]
+    try:
+        if device.startswith("cuda"):
+            torch.cuda.set_device(torch.device(device))
+        images = [datasets.resize_longest(job.ref.read(job.convert_rgb), job.cfg.max_size) for job in jobs]
+        check_pack(cfgs, images)
+        profile = profile_for(root, cfgs[0], images[0], device)
+        lpips = _lpips_for(device, lpips_mode, lpips_weights) if cfgs[0].lpips else None
+        packed = fit_packed(cfgs, images, device, lpips)
+        taken = set().union(*(set(r.step_kinds) for r in packed.results))
+        profile = profile_for(root, cfgs[0], images[0], device, taken)
+        rows = []
+        for cfg, result in zip(cfgs, packed.results):
+            price(result, profile)
+            last = result.metrics.iloc[-1]
+            evaluated = result.metrics.dropna(subset=["ssim"])
+            ok = result.status == "ok"
+            row = _run_row(
+                cfg, device, mode, started, status=result.status, height=result.height, width=result.width,
+                train_seconds=result.train_seconds, ms_per_iter=ms_per_iter(result), timing="profile",
+                final_psnr=float(last["psnr"]) if ok else None,
+                final_ssim=float(evaluated["ssim"].iloc[-1]) if ok and len(evaluated) else None,
+                final_lpips=float(last["lpips"]) if ok and last["lpips"] == last["lpips"] else None,
+                diverged_at=result.diverged_at,
+                error=(f"loss became NaN/Inf at iteration {result.diverged_at}" if result.status == "diverged"
+                       else None),
+            )
+            store.write_run(result.metrics, row)
+            rows.append(row)
+        return rows
+    except BenchError as exc:
+        if "no space left" in str(exc):
+            raise
+        error = describe_failure(exc)
+    except Exception as exc:  # noqa: BLE001 - record the failure of every member, let the suite go on
+        import traceback
+
+        error = describe_failure(exc) + " | " + traceback.format_exc(limit=-3).replace("\n", " ")
+    finally:
+        if device.startswith("cuda"):
+            torch.cuda.empty_cache()
+    rows = [_run_row(cfg, device, mode, started, status="failed", error=error) for cfg in cfgs]
+    for row in rows:
+        store.write_failure(row)
+    return rows

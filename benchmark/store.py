@@ -88,6 +88,7 @@ RUNS_SCHEMA = pa.schema([
     ("final_lpips", pa.float64()),
     ("diverged_at", pa.int64()),
     ("peak_memory_mb", pa.float64()),  # peak CUDA memory allocated by the run (null on CPU and in older stores)
+    ("timing", pa.string()),  # measured (its own steps timed) | profile (priced from a timing profile) | null: older
 ])
 
 

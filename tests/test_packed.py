@@ -89,3 +89,53 @@ def test_what_cannot_be_packed_is_refused_with_one_line():
         check_pack([cfgs[0], dataclasses.replace(cfgs[1], lr=1e-3)], images)
     with pytest.raises(BenchError, match=r"^soft-mining with these flags cannot train in a pack"):
         check_pack([config(strategy="soft-mining")] * 2, images)
+
+
+def test_profile_time_is_the_sum_of_the_kinds_costs(tmp_path):
+    from benchmark.packed import price
+    from benchmark.profiles import kind_costs, priced_seconds, profile_for, profile_path
+
+    costs = kind_costs(np.array([0.5, 0.003, 0.002, 0.004, 0.010, 0.002, 0.002]),
+                       ["ntk", "scoring", "scoring", "scoring", "ntk", "scoring", "scoring"])
+    assert costs == {"ntk": {"ms": 250.0 + 5.0, "count": 2}, "scoring": {"ms": 2.0, "count": 5}}
+    profile = {"key": "k", "kinds": {"ntk": {"ms": 40.0}, "scoring": {"ms": 8.0}, "reuse": {"ms": 3.0}}}
+    kinds = ["ntk", "scoring", "scoring", "reuse", "ntk"]
+    np.testing.assert_allclose(priced_seconds(kinds, profile), [0, 0.040, 0.048, 0.056, 0.059, 0.099])
+    with pytest.raises(BenchError, match="^timing profile k has no cost for step kind\\(s\\) full;"):
+        priced_seconds(["full"], profile)
+
+    cfgs, images = members("int", k=2, iters=6, interval="dense2")
+    measured = profile_for(tmp_path, cfgs[0], images[0], "cpu")
+    assert set(measured["kinds"]) == {"scoring", "reuse"} and measured["steps"] == 6
+    path = profile_path(tmp_path, measured["key"])
+    assert path.exists() and profile_for(tmp_path, cfgs[1], images[1], "cpu") == measured  # one per configuration
+    result = fit_packed(cfgs, images, "cpu", profile=measured).results[0]
+    ms = {k: v["ms"] for k, v in measured["kinds"].items()}
+    assert result.step_kinds == ["scoring", "reuse"] * 3
+    assert result.train_seconds == pytest.approx(3 * (ms["scoring"] + ms["reuse"]) / 1000.0, rel=1e-12)
+    np.testing.assert_allclose(np.diff(result.metrics["train_seconds"]), [ms[k] / 1000.0 for k in result.step_kinds])
+    price(result, measured)  # pricing again gives the same
+
+
+def test_run_benchmark_pack_stores_ordinary_runs_with_the_unpacked_run_ids(tmp_path):
+    from benchmark.store import load
+    from run_benchmark import main
+
+    common = ["--suite", "builtin", "--max-size", "12", "--iters", "4", "--model-param", "depth=2",
+              "--model-param", "width=8", "--no-lpips", "--no-progress", "--seeds", "0,1"]
+    assert main([*common, "--strategies", "uniform,soft-mining", "--max-images", "1", "--out",
+                 str(tmp_path / "a"), "--pack", "4"]) == 0
+    assert main([*common, "--strategies", "uniform", "--max-images", "1", "--out", str(tmp_path / "b")]) == 0
+    packed, packed_metrics = load(tmp_path / "a")
+    alone, alone_metrics = load(tmp_path / "b")
+    assert set(alone["run_id"]) <= set(packed["run_id"]) and len(packed) == 4 and len(alone) == 2
+    uniform, soft = packed[packed["strategy"] == "uniform"], packed[packed["strategy"] == "soft-mining"]
+    assert set(uniform["execution_mode"]) == {"packed-2"} and set(uniform["timing"]) == {"profile"}
+    assert set(soft["execution_mode"]) == {"exclusive"} and set(soft["timing"]) == {"measured"}
+    assert set(alone["timing"]) == {"measured"}
+    assert list((tmp_path / "a" / "profiles").glob("*.json"))
+    for run_id in alone["run_id"]:
+        a = packed_metrics[packed_metrics["run_id"] == run_id].reset_index(drop=True)
+        b = alone_metrics[alone_metrics["run_id"] == run_id].reset_index(drop=True)
+        np.testing.assert_allclose(a["psnr"], b["psnr"], atol=1e-6)
+    assert main([*common, "--strategies", "uniform", "--out", str(tmp_path / "a"), "--pack", "0"]) == 2
