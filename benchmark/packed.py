@@ -23,6 +23,7 @@ configuration (`benchmark.profiles`), step kind by step kind.
 from __future__ import annotations
 
 import copy
+import json
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -371,11 +372,15 @@ def plan_packs(jobs: list, k: int) -> tuple[list[list], list]:
 
     groups: dict[str, list] = {}
     single = []
+    sizes: dict[tuple, tuple[int, int]] = {}
     for job in jobs:
         if k < 2 or not packable(job.cfg):
             single.append(job)
             continue
-        height, width = datasets.resize_longest(job.ref.read(job.convert_rgb), job.cfg.max_size).shape[:2]
+        where = (job.ref.id, job.ref.path, job.convert_rgb, job.cfg.max_size)
+        if where not in sizes:
+            sizes[where] = datasets.resize_longest(job.ref.read(job.convert_rgb), job.cfg.max_size).shape[:2]
+        height, width = sizes[where]
         groups.setdefault(pack_key(job.cfg, height, width), []).append(job)
     packs = []
     for members in groups.values():
@@ -405,14 +410,16 @@ def execute_pack(jobs: list, root: str, device: str, lpips_mode: str = "auto",
             torch.cuda.set_device(torch.device(device))
         images = [datasets.resize_longest(job.ref.read(job.convert_rgb), job.cfg.max_size) for job in jobs]
         check_pack(cfgs, images)
-        profile = profile_for(root, cfgs[0], images[0], device)
+        # one profile per distinct strategy parameters (they are part of its key), measured before the pack
+        firsts = {json.dumps(c.params, sort_keys=True, default=str): i for i, c in reversed(list(enumerate(cfgs)))}
+        for i in firsts.values():
+            profile_for(root, cfgs[i], images[i], device)
         lpips = _lpips_for(device, lpips_mode, lpips_weights) if cfgs[0].lpips else None
         packed = fit_packed(cfgs, images, device, lpips)
-        taken = set().union(*(set(r.step_kinds) for r in packed.results))
-        profile = profile_for(root, cfgs[0], images[0], device, taken)
         rows = []
         for cfg, result in zip(cfgs, packed.results):
-            price(result, profile)
+            i = firsts[json.dumps(cfg.params, sort_keys=True, default=str)]
+            price(result, profile_for(root, cfgs[i], images[i], device, set(result.step_kinds)))
             last = result.metrics.iloc[-1]
             evaluated = result.metrics.dropna(subset=["ssim"])
             ok = result.status == "ok"

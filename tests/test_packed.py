@@ -3,6 +3,7 @@ exclusive step profiles."""
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -139,3 +140,18 @@ def test_run_benchmark_pack_stores_ordinary_runs_with_the_unpacked_run_ids(tmp_p
         b = alone_metrics[alone_metrics["run_id"] == run_id].reset_index(drop=True)
         np.testing.assert_allclose(a["psnr"], b["psnr"], atol=1e-6)
     assert main([*common, "--strategies", "uniform", "--out", str(tmp_path / "a"), "--pack", "0"]) == 2
+
+
+def test_members_with_other_parameters_are_priced_by_their_own_profiles(tmp_path):
+    import datasets
+    from benchmark.packed import execute_pack
+    from benchmark.runner import Job
+    from benchmark.store import Store
+
+    cfgs, images = members("uniform", k=2, iters=3, params=[{}, {"interval": "dense2"}])
+    jobs = [Job(c, datasets.ImageRef(c.image, loader=lambda img=img: img)) for c, img in zip(cfgs, images)]
+    rows = execute_pack(jobs, str(tmp_path), "cpu", "off")
+    assert [r["status"] for r in rows] == ["ok", "ok"] and {r["execution_mode"] for r in rows} == {"packed-2"}
+    profiles = [json.loads(p.read_text()) for p in (tmp_path / "profiles").glob("*.json")]
+    assert sorted(sorted(p["kinds"]) for p in profiles) == [["reuse", "select"], ["select"]]
+    assert Store(tmp_path).finished_ids() == {c.run_id for c in cfgs}
