@@ -270,7 +270,7 @@ def main(argv=None) -> int:
     ap.add_argument("--parts", default="a,b,c,d,e")
     ap.add_argument("--iters-a", type=int, default=200)
     ap.add_argument("--iters-b", type=int, default=500)
-    ap.add_argument("--iters-c", type=int, default=1000)
+    ap.add_argument("--iters-c", type=int, default=800)
     ap.add_argument("--psnr", type=float, default=30.0, help="level for part c's time-to-PSNR")
     ap.add_argument("--strategies-c", default=",".join(COVERED))
     ap.add_argument("--iters-d", type=int, default=100)
