@@ -71,6 +71,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--devices", help="comma-separated devices (default: every visible GPU, else cpu)")
     p.add_argument("--workers-per-device", type=int, default=1,
                    help="concurrent runs per device (throughput mode; timing is then shared, and recorded so)")
+    p.add_argument("--pack", type=int, default=1, metavar="K",
+                   help="train up to K runs of one strategy on images of one size as one batched model (GPU "
+                        "throughput; their train-seconds come from exclusive timing profiles); see docs/packed.md")
     p.add_argument("--no-lpips", action="store_true", help="do not compute LPIPS")
     p.add_argument("--lpips-weights", help="path of torchvision's alexnet-owt-7be5be79.pth (offline LPIPS)")
     p.add_argument("--lpips-norm", default="minmax", choices=["minmax", "fixed"],
@@ -187,8 +190,10 @@ def run(argv: list[str]) -> int:
     _check_devices(devices or [])
     if args.workers_per_device < 1:
         raise BenchError(f"--workers-per-device must be >= 1, got {args.workers_per_device}")
+    if args.pack < 1:
+        raise BenchError(f"--pack must be >= 1 (1: no packing), got {args.pack}")
     outcomes = run_jobs(jobs, out, devices, args.workers_per_device, "off" if args.no_lpips else "auto",
-                        args.lpips_weights, args.force, progress=not args.no_progress)
+                        args.lpips_weights, args.force, progress=not args.no_progress, pack=args.pack)
     failed = [o for o in outcomes if o["status"] != "ok"]
     for o in failed:
         print(f"{o['status']}: {o['label']} on {o['image']} (seed {o['seed']}): {o['error'].split(' | ')[0]}",

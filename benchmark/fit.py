@@ -83,6 +83,7 @@ class FitResult:
     height: int
     width: int
     peak_memory_mb: float | None = None  # peak CUDA memory allocated during the run (None off CUDA)
+    step_kinds: list[str] | None = None  # the strategy's `step_kind` of each update (timing profiles price them)
 
 
 def fit(cfg: RunConfig, image: np.ndarray, device: torch.device | str = "cpu", lpips_metric=None,
@@ -156,6 +157,7 @@ def fit(cfg: RunConfig, image: np.ndarray, device: torch.device | str = "cpu", l
     torch.optim.Adam([dummy]).step()
     timer = StepTimer(device)
     status, diverged_at, done = "ok", None, T
+    kinds: list[str] = []
 
     previous_precision = torch.get_float32_matmul_precision()
     torch.set_float32_matmul_precision("high" if cfg.tf32 else "highest")
@@ -171,6 +173,7 @@ def fit(cfg: RunConfig, image: np.ndarray, device: torch.device | str = "cpu", l
             promised = strategy.provides_full_pred(t)
             if not promised and due(t):
                 evaluate(t, task.forward_full())
+            kinds.append(strategy.step_kind(t))
             timer.start()
             batch, pred, loss = train_step(strategy, optimizer, t, graphs)
             if scheduler is not None:
@@ -225,7 +228,7 @@ def fit(cfg: RunConfig, image: np.ndarray, device: torch.device | str = "cpu", l
         "sampled_fraction": fraction[:rows],
     })
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
-    return FitResult(metrics, status, diverged_at, float(cumulative[rows - 1]), height, width, peak)
+    return FitResult(metrics, status, diverged_at, float(cumulative[rows - 1]), height, width, peak, kinds[:done])
 
 
 def wait_for_device(device: torch.device) -> None:

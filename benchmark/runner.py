@@ -224,7 +224,7 @@ def _run_row(cfg: RunConfig, device: str, mode: str, started: float, **extra: An
         "finished_at": dt.datetime.now(dt.timezone.utc),
         "wall_seconds": time.time() - started, "train_seconds": None, "ms_per_iter": None,
         "final_psnr": None, "final_ssim": None, "final_lpips": None, "diverged_at": None,
-        "peak_memory_mb": None,
+        "peak_memory_mb": None, "timing": None,
     }
     row.update(extra)
     return row
@@ -340,7 +340,7 @@ def execute(job: Job, root: str, device: str | Any, lpips_mode: str = "auto", lp
             final_psnr=float(last["psnr"]) if result.status == "ok" else None,
             final_ssim=float(evaluated["ssim"].iloc[-1]) if result.status == "ok" and len(evaluated) else None,
             final_lpips=(float(last["lpips"]) if result.status == "ok" and last["lpips"] == last["lpips"] else None),
-            diverged_at=result.diverged_at, peak_memory_mb=result.peak_memory_mb,
+            diverged_at=result.diverged_at, peak_memory_mb=result.peak_memory_mb, timing="measured",
             error=(f"loss became NaN/Inf at iteration {result.diverged_at}" if result.status == "diverged" else None),
         )
         with signals_deferred():  # an interruption waits for the run to be stored whole
@@ -365,20 +365,22 @@ def execute(job: Job, root: str, device: str | Any, lpips_mode: str = "auto", lp
 
 def run_jobs(jobs: list[Job], root: str | os.PathLike, devices: list[str] | None = None, workers_per_device: int = 1,
              lpips_mode: str = "auto", lpips_weights: str | None = None, force: bool = False,
-             progress: bool = True) -> list[dict[str, Any]]:
+             progress: bool = True, pack: int = 1) -> list[dict[str, Any]]:
     """Run every job not finished in `root`; returns the outcome rows of the jobs run now. Holds the store's
-    lock throughout (a second command on the same store refuses); damaged runs count as unfinished."""
+    lock throughout (a second command on the same store refuses); damaged runs count as unfinished. With
+    `pack` > 1, runs that may share a model train in packs of up to `pack` (benchmark/packed.py), one pack
+    after another on the first device, before the others."""
     store = Store(root)
     with store_lock(store.root):
         store.tidy()
         scan = store.report_problems()
         done = set() if force else set(scan.finished["run_id"])
         return _run_pending(jobs, str(store.root), done, devices, workers_per_device, lpips_mode, lpips_weights,
-                            progress)
+                            progress, pack)
 
 
 def _run_pending(jobs: list[Job], root: str, done: set[str], devices: list[str] | None, workers_per_device: int,
-                 lpips_mode: str, lpips_weights: str | None, progress: bool) -> list[dict[str, Any]]:
+                 lpips_mode: str, lpips_weights: str | None, progress: bool, pack: int = 1) -> list[dict[str, Any]]:
     from tqdm.auto import tqdm
 
     pending = [j for j in jobs if j.cfg.run_id not in done]
@@ -394,6 +396,14 @@ def _run_pending(jobs: list[Job], root: str, done: set[str], devices: list[str] 
     mode = "exclusive" if workers_per_device == 1 else f"shared-{workers_per_device}"
     bar = tqdm(total=len(pending), desc="runs", unit="run", disable=not progress or not pending)
     outcomes = []
+    if pack > 1:
+        from .packed import execute_pack, plan_packs
+
+        packs, pending = plan_packs(pending, pack)
+        for members in packs:
+            bar.set_postfix_str(f"pack of {len(members)} {members[0].cfg.label}")
+            outcomes += execute_pack(members, root, slots[0] if slots else "cpu", lpips_mode, lpips_weights)
+            bar.update(len(members))
     if len(slots) <= 1:
         for job in pending:
             bar.set_postfix_str(f"{job.cfg.label} {job.cfg.image} s{job.cfg.seed}")

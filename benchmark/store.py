@@ -113,6 +113,7 @@ RUNS_SCHEMA = pa.schema([
     ("metrics_bytes", pa.int64()),
     ("metrics_sha256", pa.string()),  # hex sha256 of the file's bytes; null in unverified legacy rows
     ("config_key", pa.string()),  # hash of `config` without the seed: equal keys are seed repeats of one set-up
+    ("timing", pa.string()),  # measured (its own steps timed) | profile (priced from a timing profile) | null: older
 ])
 V1_COLUMNS = RUNS_SCHEMA.names[:RUNS_SCHEMA.get_field_index("peak_memory_mb")]  # what every run row holds
 NULLABLE_INTS = ("height", "width", "diverged_at", "metrics_rows", "metrics_bytes")  # pandas Int64 in load()

@@ -101,6 +101,10 @@ class Task:
         outs = [forward(self.coords[c]) for c in self.chunks()]
         return outs[0] if len(outs) == 1 else torch.cat(outs)
 
+    def precomputed_ntk(self, variant: str) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """This step's NTK (score, prediction) when something already computed it (see benchmark/packed.py)."""
+        return None
+
     def random_keys(self) -> torch.Tensor:
         """Uniform keys for every pixel: top-k of them is a uniform draw without replacement."""
         return torch.rand(self.n_pixels, generator=self.generator, device=self.device)

@@ -82,6 +82,12 @@ class Strategy:
     def choose(self, step: int) -> Batch:
         raise NotImplementedError
 
+    def step_kind(self, step: int) -> str:
+        """What `select(step)` will cost, asked before it runs (state unchanged): "reuse" (the previous batch,
+        no selection work) or "select" here; strategies with costlier steps name them ("scoring", "ntk", "full").
+        Timing profiles (benchmark/profiles.py) price each kind once and sum a run's steps by kind."""
+        return "select" if self._recompute_here(step) else "reuse"
+
     def provides_full_pred(self, step: int) -> bool:
         """Will `select(step)` return `full_pred`? Lets the fit loop skip its own evaluation forward."""
         return False

@@ -28,5 +28,8 @@ class INT(Strategy):
             idx = task.randperm(task.n_pixels)[:n]
         return Batch(indices=idx, full_pred=full)
 
+    def step_kind(self, step):
+        return "scoring" if self._recompute_here(step) else "reuse"  # a full no-grad forward, then the step
+
     def provides_full_pred(self, step):
         return self._recompute_here(step) and self.task.exact_scoring

@@ -107,6 +107,16 @@ class NINT(Strategy):
             parts.append(torch.topk(keys, n_rand, sorted=False).indices)
         return Batch(indices=torch.cat(parts), full_pred=pred if task.exact_scoring else None)
 
+    def step_kind(self, step):
+        """"ntk" (a refresh that computes the NTK), "scoring" (a full no-grad forward for the residual part),
+        "full" (every pixel, no selection), or "reuse"; the same tests as `choose`, without changing state."""
+        if not self._recompute_here(step):
+            return "reuse"
+        u, n = self.calls + 1, self.task.budget(step)
+        if self.is_refresh(u) and self.ntk_share(u) >= self.params["cutoff"] and n < self.task.n_pixels:
+            return "ntk"
+        return "full" if n >= self.task.n_pixels else "scoring"
+
     def provides_full_pred(self, step):
         return self._recompute_here(step) and self.task.exact_scoring
 

@@ -11,6 +11,9 @@ class Standard(Strategy):
     def choose(self, step):
         return Batch(indices=None)
 
+    def step_kind(self, step):
+        return "full"
+
     def provides_full_pred(self, step):
         # The training forward over every pixel is itself the evaluation forward (the fit loop reuses it).
         return True
