@@ -30,7 +30,7 @@ from strategies import resolve
 from . import __version__
 from .config import RunConfig
 from .errors import BenchError
-from .fit import fit, ms_per_iter
+from .fit import CALLBACK_EVERY, fit, ms_per_iter
 from .metrics import make_lpips
 from .store import Store
 
@@ -253,12 +253,37 @@ def execute(job: Job, root: str, device: str | Any, lpips_mode: str = "auto", lp
     return row
 
 
+class IterationBar:
+    """A second progress line for one run: its iteration and current PSNR. It is fit's callback, so it moves
+    every CALLBACK_EVERY iterations, from the PSNR that fit evaluates there outside the timed steps. Only for
+    runs whose PSNR rows include those iterations anyway, so the stored metrics (and the timing, which an
+    evaluated row already separates from the next step) are the same with the bar as without it."""
+
+    @staticmethod
+    def fits(cfg: RunConfig) -> bool:
+        return cfg.iters > CALLBACK_EVERY and CALLBACK_EVERY % cfg.psnr_every == 0
+
+    def __init__(self, iters: int):
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=iters, desc="  iterations", unit="it", leave=False, position=1)
+
+    def __call__(self, iteration: int, psnr: float) -> None:
+        self.bar.update(iteration - self.bar.n)
+        self.bar.set_postfix_str(f"PSNR {psnr:.2f} dB", refresh=True)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
 def run_jobs(jobs: list[Job], root: str | os.PathLike, devices: list[str] | None = None, workers_per_device: int = 1,
              lpips_mode: str = "auto", lpips_weights: str | None = None, force: bool = False,
              progress: bool = True) -> list[dict[str, Any]]:
     """Run every job not finished in `root`; returns the outcome rows of the jobs run now."""
     from tqdm.auto import tqdm
 
+    if any(j.cfg.lpips for j in jobs) and lpips_mode != "off":
+        _lpips_for("cpu", lpips_mode, lpips_weights)  # one notice or one error up front, before the store exists
     store = Store(root)
     root = str(store.root)
     done = set() if force else store.finished_ids()
@@ -268,8 +293,6 @@ def run_jobs(jobs: list[Job], root: str | os.PathLike, devices: list[str] | None
     skipped = len(jobs) - len(pending)
     if skipped:
         print(f"{skipped} of {len(jobs)} runs already finished in {root}: skipped", file=sys.stderr)
-    if any(j.cfg.lpips for j in pending) and lpips_mode != "off":
-        _lpips_for("cpu", lpips_mode, lpips_weights)  # one notice or one error up front, not one per job
     devices = devices or available_devices()
     slots = [d for d in devices for _ in range(workers_per_device)]
     mode = "exclusive" if workers_per_device == 1 else f"shared-{workers_per_device}"
@@ -278,7 +301,13 @@ def run_jobs(jobs: list[Job], root: str | os.PathLike, devices: list[str] | None
     if len(slots) <= 1:
         for job in pending:
             bar.set_postfix_str(f"{job.cfg.label} {job.cfg.image} s{job.cfg.seed}")
-            outcomes.append(execute(job, root, slots[0] if slots else "cpu", lpips_mode, lpips_weights, mode))
+            iterations = IterationBar(job.cfg.iters) if progress and IterationBar.fits(job.cfg) else None
+            try:
+                outcomes.append(execute(job, root, slots[0] if slots else "cpu", lpips_mode, lpips_weights, mode,
+                                        callback=iterations))
+            finally:
+                if iterations is not None:
+                    iterations.close()
             bar.update()
     else:
         import multiprocessing

@@ -195,3 +195,31 @@ def test_preset_run_ids_did_not_change():
                                         "--max-size", "16"])
     _, _, variants = cli.plan_run(args, model_params)
     assert [v for _, v in variants] == [{"depth": d, "width": w} for d in (3, 4, 5) for w in (64, 128, 256)]
+
+
+# --- progress and failed starts -----------------------------------------------------------------------------
+def test_a_long_run_shows_its_iteration_and_psnr_and_stores_the_same_metrics(tmp_path, capsys):
+    from benchmark.runner import run_jobs
+
+    args, model_params = cli.parse_run([*TINY, "--strategies", "uniform", "--iters", "250", "--psnr-every", "5"])
+    jobs, _, _ = cli.plan_run(args, model_params)
+    run_jobs(jobs, tmp_path / "bar", ["cpu"], lpips_mode="off", progress=True)
+    err = capsys.readouterr().err
+    assert "iterations" in err and "200/250" in err and "PSNR " in err and " dB" in err
+    run_jobs(jobs, tmp_path / "quiet", ["cpu"], lpips_mode="off", progress=False)
+    assert capsys.readouterr().err == ""
+    shown, quiet = (pd.read_parquet(tmp_path / d / "metrics") for d in ("bar", "quiet"))
+    columns = ["iteration", "psnr", "ssim", "loss", "sampled_fraction"]
+    pd.testing.assert_frame_equal(shown[columns], quiet[columns])  # the bar reads the PSNR, it adds none
+
+
+def test_a_failed_start_leaves_no_results_directory(capsys, tmp_path):
+    out = tmp_path / "r"
+    args = [a for a in TINY if a != "--no-lpips"]
+    assert run_benchmark.main([*args, "--lpips-weights", str(tmp_path / "missing.pth"), "--out", str(out)]) == 2
+    assert "LPIPS backbone weights not found" in capsys.readouterr().err
+    bad = tmp_path / "bad.png"
+    bad.write_text("not an image")
+    assert run_benchmark.main(["--suite", str(bad), *TINY[4:], "--out", str(out)]) == 2
+    assert "cannot read image" in capsys.readouterr().err
+    assert not out.exists()
