@@ -264,7 +264,7 @@ def run_main(argv: list[str], prog: str = "nint-bench run") -> int:
         return list_main(listed[:1])
     if not argv:
         print(f"no arguments: running the short offline demo (experiments/{DEMO_PRESET}.yaml: {args.strategies} on "
-              f"the {args.suite} suite at {args.max_size} px, {args.iters} iterations); see --help for the full "
+              f"{args.suite}/{args.images} at {args.max_size} px, {args.iters} iterations); see --help for the full "
               "benchmark", file=sys.stderr)
     jobs, out, variants = plan_run(args, model_params)
     devices = csv_list(args.devices) or None

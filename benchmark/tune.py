@@ -85,8 +85,9 @@ class RunFailed(Exception):
 
 
 # With neither --suite nor --strategy, `tune` is a small study that ends in about two minutes on a CPU.
-DEMO = {"suite": "builtin", "images": "astronaut", "max_size": 64, "strategy": "nint", "iters": 300,
-        "n_trials": 6, "pruner_startup": 2, "no_lpips": True, "out": "results/tune-demo"}
+DEMO = {"suite": "builtin", "images": "astronaut", "max_size": 64, "strategy": "nint", "iters": 300, "lr": 1e-3,
+        "model_param": ["depth=3", "width=64"], "n_trials": 8, "pruner_startup": 2, "no_lpips": True,
+        "out": "results/tune-demo"}
 DEFAULT_SUITE, DEFAULT_STRATEGY = "builtin", "nint"
 
 
@@ -96,8 +97,8 @@ def parser(prog: str = "nint-bench tune") -> argparse.ArgumentParser:
 Optuna search over the sampling ratio (and xi, alpha, lam, lr) of one strategy on one suite. A trial fits every
 image × seed through the benchmark runner, so its runs land in the results store like any run; the study is a
 journal file next to them (<out>/study.journal). Rerunning the same command resumes the study to --n-trials.
-With neither --suite nor --strategy, a small study runs: nint on one builtin image at {DEMO['max_size']} px,
-{DEMO['iters']} iterations, {DEMO['n_trials']} trials (about two minutes on a CPU).
+With neither --suite nor --strategy, a small study runs: nint with a SIREN 3×64 on one builtin image at
+{DEMO['max_size']} px, {DEMO['iters']} iterations, {DEMO['n_trials']} trials (under two minutes on a CPU).
 
 examples:
   {prog} --suite kodak --data-dir DIR --strategy nint --search mt_ratio,xi --iters 2000 --n-trials 40
@@ -152,8 +153,8 @@ def parse_args(argv: list[str], prog: str = "nint-bench tune") -> argparse.Names
     if args.suite is None and args.strategy is None:
         p.set_defaults(**DEMO)
         args = p.parse_args(argv)
-        print(f"no --suite or --strategy: a small study ({args.strategy} on {args.suite}/{args.images} at "
-              f"{args.max_size} px, {args.iters} iterations, {args.n_trials} trials, about two minutes on a CPU) "
+        print(f"no --suite or --strategy: a small study ({args.strategy}, SIREN 3×64, on {args.suite}/{args.images} at "
+              f"{args.max_size} px, {args.iters} iterations, {args.n_trials} trials, under two minutes on a CPU) "
               f"into {args.out}; see --help for a real one", file=sys.stderr)
     args.suite = args.suite or DEFAULT_SUITE
     args.strategy = args.strategy or DEFAULT_STRATEGY

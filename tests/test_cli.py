@@ -223,3 +223,16 @@ def test_a_failed_start_leaves_no_results_directory(capsys, tmp_path):
     assert run_benchmark.main(["--suite", str(bad), *TINY[4:], "--out", str(out)]) == 2
     assert "cannot read image" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_tune_without_suite_or_strategy_is_the_small_study(capsys):
+    from benchmark import tune
+
+    args = tune.parse_args([])
+    assert (args.suite, args.strategy, args.iters, args.n_trials, args.max_size) == ("builtin", "nint", 300, 8, 64)
+    assert "a small study" in capsys.readouterr().err
+    args = tune.parse_args(["--n-trials", "3"])  # a flag still overrides the small study's setting
+    assert args.n_trials == 3 and args.iters == 300
+    args = tune.parse_args(["--suite", "builtin"])  # a real study: the full protocol's defaults
+    assert (args.strategy, args.iters, args.n_trials, args.max_size) == ("nint", 5000, 20, 0)
+    assert capsys.readouterr().err.count("a small study") == 1
