@@ -269,8 +269,8 @@ class IterationBar:
         self.bar = tqdm(total=iters, desc="  iterations", unit="it", leave=False, position=1)
 
     def __call__(self, iteration: int, psnr: float) -> None:
+        self.bar.set_postfix_str(f"PSNR {psnr:.2f} dB", refresh=False)
         self.bar.update(iteration - self.bar.n)
-        self.bar.set_postfix_str(f"PSNR {psnr:.2f} dB", refresh=True)
 
     def close(self) -> None:
         self.bar.close()
