@@ -1,69 +1,65 @@
-"""Named protocols from the papers (algorithms.md §5). Explicit CLI flags override a preset's settings."""
+"""Experiment files: YAML files whose keys are the long options of `run` (`mt-ratio: 0.2` or `mt_ratio: 0.2`).
+
+The named protocols of the papers are such files in the repository's `experiments/` folder; `--preset NAME`
+reads `experiments/NAME.yaml`, `--config FILE` any file, and explicit flags override both. Besides the long
+options a file may hold `description` (one line, shown by `list presets`) and `model_params` (a mapping, or a
+list of mappings: each one a model variant of its own, e.g. a depth × width grid). A list value of an option
+that takes a comma-separated list (strategies, seeds, model, images, devices) is joined with commas, so a long
+list of strategy selectors reads one per line.
+"""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from .errors import BenchError
 
-PRESETS: dict[str, dict[str, Any]] = {
-    "nint": {
-        "doc": "NINT release defaults: SIREN 5×256, Adam 1e-4 constant, r=0.2 constant, dense, 5000 it",
-        "settings": {"strategies": "nint", "mt_ratio": 0.2, "ratio_schedule": "constant", "interval": "dense",
-                     "lr": 1e-4, "lr_schedule": "constant", "iters": 5000},
-    },
-    "nint-table-a": {
-        "doc": "NINT Table A: every sampler at r=0.2 constant, dense, SIREN 5×256, Adam 1e-4, 5000 it",
-        "settings": {"strategies": "standard,uniform,egra,int,evos,expansive,soft-mining,nint", "mt_ratio": 0.2,
-                     "ratio_schedule": "constant", "interval": "dense", "lr": 1e-4, "lr_schedule": "constant",
-                     "iters": 5000},
-    },
-    # EVOS runs INT with the incremental profile next to peers that select every step: `interval` is a
-    # per-strategy override (Strategy base), so the global profile stays dense.
-    "evos-table1": {
-        "doc": "EVOS Table 1 (exp 001): DIV2K-16, SIREN 4×256 (default biases), r=0.5 constant, Adam 1e-4, 5000 it",
-        "settings": {"suite": "div2k16", "model": "siren", "model_params": {"depth": 4, "bias_init": "default"},
-                     "strategies": "standard,uniform,egra,expansive,soft-mining,int[interval=incremental],evos,"
-                                   "evos-nocfs",
-                     "mt_ratio": 0.5, "ratio_schedule": "constant", "interval": "dense", "lr": 1e-4,
-                     "lr_schedule": "constant", "iters": 5000, "eval_every": 500},
-    },
-    "evos-table1-step": {
-        "doc": "EVOS Table 1 (exp 002): as evos-table1 with the step ratio from 0.2; no full batch, no soft mining",
-        "settings": {"suite": "div2k16", "model": "siren", "model_params": {"depth": 4, "bias_init": "default"},
-                     "strategies": "uniform,egra,expansive,int[interval=incremental],evos,evos-nocfs",
-                     "mt_ratio": 0.2, "ratio_schedule": "step", "interval": "dense", "lr": 1e-4,
-                     "lr_schedule": "constant", "iters": 5000, "eval_every": 500},
-    },
-    "int-table1": {
-        "doc": "INT Table 1 (default row): Kodak, SIREN 5×256, step ratio from 0.2 + incremental, Adam 1e-3 cosine",
-        "settings": {"suite": "kodak", "strategies": "standard,int", "mt_ratio": 0.2, "ratio_schedule": "step",
-                     "interval": "incremental", "lr": 1e-3, "lr_schedule": "cosine", "iters": 5000},
-    },
-    # A list of model_params is a grid of model variants (run_benchmark.py runs each and reports each).
-    "nint-netsize": {
-        "doc": "NINT Table C: standard vs nint on SIREN depth {3,4,5} × width {64,128,256}, r=0.2, 3000 it",
-        "settings": {"strategies": "standard,nint", "model": "siren",
-                     "model_params": [{"depth": d, "width": w} for d in (3, 4, 5) for w in (64, 128, 256)],
-                     "mt_ratio": 0.2, "ratio_schedule": "constant", "interval": "dense", "lr": 1e-4,
-                     "lr_schedule": "constant", "iters": 3000},
-    },
-    # No "lr": each model trains with its registered lr (EVOS's per-architecture values; INT's for FFN/MLP).
-    "nint-arch": {
-        "doc": "NINT Table D: standard vs nint on 7 architectures, each with its own lr, r=0.2 constant, 5000 it",
-        "settings": {"strategies": "standard,nint", "model": "siren,ffn,wire,gauss,finer,pemlp,relu-mlp",
-                     "mt_ratio": 0.2, "ratio_schedule": "constant", "interval": "dense",
-                     "lr_schedule": "constant", "iters": 5000},
-    },
-    # One factor at a time around the defaults (xi 0.7, alpha 10, lam 1), not a full factorial grid.
-    "nint-ablation": {
-        "doc": "NINT hybrid ablation: xi, alpha, lam, top_k, decay, score one at a time + ntk/residual/random-only",
-        "settings": {"strategies": "nint,nint[xi=0.3|0.5|0.6|0.8|0.9],nint[alpha=1|5|20|50],"
-                                   "nint[lam=0|0.5|2],nint[top_k=false],nint[decay=released],nint[score=primal],"
-                                   "ntk-only,residual-only,random-only",
-                     "mt_ratio": 0.2, "ratio_schedule": "constant", "interval": "dense", "lr": 1e-4,
-                     "lr_schedule": "constant", "iters": 5000},
-    },
-}
+EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"
+EXTRA_KEYS = ("description", "model_params")  # keys that are not options of `run`
+LIST_KEYS = ("strategies", "seeds", "model", "images", "devices")  # comma-separated options
+
+
+def load_experiment(path: str | Path) -> dict[str, Any]:
+    """The settings of one experiment file: keys with underscores (`mt_ratio`), lists of LIST_KEYS joined."""
+    import yaml
+
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise BenchError(f"experiment file not found: {path}; check the path of --config") from None
+    except OSError as exc:
+        raise BenchError(f"cannot read experiment file {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        line = f" (line {where.line + 1})" if where is not None else ""
+        raise BenchError(f"{path} is not valid YAML{line}: {getattr(exc, 'problem', None) or exc}; "
+                         "write one `option: value` per line, e.g. `mt-ratio: 0.2`") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise BenchError(f"{path} must hold `option: value` lines (a YAML mapping), got a {type(data).__name__}")
+    settings: dict[str, Any] = {}
+    for key, value in data.items():
+        name = str(key).replace("-", "_")
+        if name in settings:
+            raise BenchError(f"{path} sets {key!r} twice (as {name.replace('_', '-')} and {name})")
+        if name in LIST_KEYS and isinstance(value, list):
+            value = ",".join(str(v) for v in value)
+        settings[name] = value
+    return settings
+
+
+def _load_all() -> dict[str, dict[str, Any]]:
+    out = {}
+    for path in sorted(EXPERIMENTS_DIR.glob("*.yaml")):
+        settings = load_experiment(path)
+        out[path.stem] = {"doc": str(settings.pop("description", "")), "settings": settings,
+                          "path": path}
+    return out
+
+
+PRESETS: dict[str, dict[str, Any]] = _load_all()
 
 
 def get(name: str) -> dict[str, Any]:

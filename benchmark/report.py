@@ -1,8 +1,7 @@
 """Tables and figures of one results directory, regenerated from its Parquet store alone.
 
-    python run_benchmark.py report --results results/kodak                  # -> results/kodak/report/
-    python run_benchmark.py report --results results/tune-kodak --out /tmp/rep \
-        --study results/tune-kodak/study.journal --selection-maps
+    python3 run_benchmark.py report --results results/kodak       # -> results/kodak/report/
+    python3 run_benchmark.py report --results results/tune-kodak --study results/tune-kodak/study.journal --selection-maps
 
 Writes <out>/report.md (every table, the figures, the incomplete runs), tables/<name>.md|.tex|.csv and
 figures/<name>.png|.pdf. Rows are strategy labels (e.g. `nint[xi=0.5]`), preceded by every setting that
@@ -54,8 +53,9 @@ import pandas as pd
 
 from .analysis import READINGS, is_shared, psnr_readings, reading_name, timing_group
 from .errors import BenchError
+from .argparsing import ArgParser, HelpFormatter
 from .paired import INTERVALS, CensoredMedian, Comparison, censored_median, compare, with_holm
-from .tune import ArgParser, csv_list
+from .tune import csv_list
 
 SETTINGS = ["suite", "model", "net", "mt_ratio", "ratio_schedule", "interval", "lr", "lr_schedule", "iters",
             "max_size"]
@@ -1115,8 +1115,8 @@ def out_error(out: Path, exc: OSError) -> BenchError:
                       "(e.g. --out /tmp/report)")
 
 
-def parser() -> argparse.ArgumentParser:
-    p = ArgParser(prog="run_benchmark.py report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parser(prog: str = "nint-bench report") -> argparse.ArgumentParser:
+    p = ArgParser(prog=prog, description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--results", required=True, help="a results directory (results/<name>)")
     p.add_argument("--out", help="output folder (default <results>/report)")
     p.add_argument("--study", help="an Optuna study storage: tune's <out>/study.journal or an RDB URL")
@@ -1153,11 +1153,11 @@ def _numbers(text: str, flag: str, cast=float) -> list:
     return values
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str], prog: str = "nint-bench report") -> int:
     import matplotlib
 
     matplotlib.use("Agg")
-    args = parser().parse_args(argv)
+    args = parser(prog).parse_args(argv)
     steps = _numbers(args.maps_steps, "--maps-steps", int)
     if args.selection_maps and not steps:
         raise BenchError("--maps-steps names no step; e.g. --maps-steps 0,10,50,99")

@@ -33,7 +33,7 @@ from . import __version__
 from . import memory
 from .config import RunConfig
 from .errors import BenchError
-from .fit import fit, ms_per_iter
+from .fit import CALLBACK_EVERY, fit, ms_per_iter
 from .metrics import make_lpips
 from .interrupt import signals_deferred
 from .store import Store
@@ -363,6 +363,29 @@ def execute(job: Job, root: str, device: str | Any, lpips_mode: str = "auto", lp
     return row
 
 
+class IterationBar:
+    """A second progress line for one run: its iteration and current PSNR. It is fit's callback, so it moves
+    every CALLBACK_EVERY iterations, from the PSNR that fit evaluates there outside the timed steps. Only for
+    runs whose PSNR rows include those iterations anyway, so the stored metrics (and the timing, which an
+    evaluated row already separates from the next step) are the same with the bar as without it."""
+
+    @staticmethod
+    def fits(cfg: RunConfig) -> bool:
+        return cfg.iters > CALLBACK_EVERY and CALLBACK_EVERY % cfg.psnr_every == 0
+
+    def __init__(self, iters: int):
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=iters, desc="  iterations", unit="it", leave=False, position=1)
+
+    def __call__(self, iteration: int, psnr: float) -> None:
+        self.bar.set_postfix_str(f"PSNR {psnr:.2f} dB", refresh=False)
+        self.bar.update(iteration - self.bar.n)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
 def run_jobs(jobs: list[Job], root: str | os.PathLike, devices: list[str] | None = None, workers_per_device: int = 1,
              lpips_mode: str = "auto", lpips_weights: str | None = None, force: bool = False,
              progress: bool = True, pack: int = 1) -> list[dict[str, Any]]:
@@ -370,6 +393,8 @@ def run_jobs(jobs: list[Job], root: str | os.PathLike, devices: list[str] | None
     lock throughout (a second command on the same store refuses); damaged runs count as unfinished. With
     `pack` > 1, runs that may share a model train in packs of up to `pack` (benchmark/packed.py), one pack
     after another on the first device, before the others."""
+    if any(j.cfg.lpips for j in jobs) and lpips_mode != "off":
+        _lpips_for("cpu", lpips_mode, lpips_weights)  # one notice or one error up front, before the store exists
     store = Store(root)
     with store_lock(store.root):
         store.tidy()
@@ -389,8 +414,6 @@ def _run_pending(jobs: list[Job], root: str, done: set[str], devices: list[str] 
     skipped = len(jobs) - len(pending)
     if skipped:
         print(f"{skipped} of {len(jobs)} runs already finished in {root}: skipped", file=sys.stderr)
-    if any(j.cfg.lpips for j in pending) and lpips_mode != "off":
-        _lpips_for("cpu", lpips_mode, lpips_weights)  # one notice or one error up front, not one per job
     devices = devices or available_devices()
     slots = [d for d in devices for _ in range(workers_per_device)]
     mode = "exclusive" if workers_per_device == 1 else f"shared-{workers_per_device}"
@@ -407,7 +430,13 @@ def _run_pending(jobs: list[Job], root: str, done: set[str], devices: list[str] 
     if len(slots) <= 1:
         for job in pending:
             bar.set_postfix_str(f"{job.cfg.label} {job.cfg.image} s{job.cfg.seed}")
-            outcomes.append(execute(job, root, slots[0] if slots else "cpu", lpips_mode, lpips_weights, mode))
+            iterations = IterationBar(job.cfg.iters) if progress and IterationBar.fits(job.cfg) else None
+            try:
+                outcomes.append(execute(job, root, slots[0] if slots else "cpu", lpips_mode, lpips_weights, mode,
+                                        callback=iterations))
+            finally:
+                if iterations is not None:
+                    iterations.close()
             bar.update()
     else:
         import multiprocessing

@@ -1,9 +1,8 @@
 """Optuna search over the sampling ratio (and optionally xi, alpha, lam, lr) of one strategy on one suite.
 
-    python run_benchmark.py tune --suite kodak --data-dir DIR --strategy nint --search mt_ratio,xi \
-        --iters 2000 --n-trials 40 --out results/tune-kodak
+    python3 run_benchmark.py tune --suite kodak --data-dir DIR --strategy nint --search mt_ratio,xi --iters 2000 --n-trials 40 --out results/tune-kodak
     optuna-dashboard results/tune-kodak/study.journal     # live view (pip install optuna-dashboard)
-    python run_benchmark.py report --results results/tune-kodak --study results/tune-kodak/study.journal
+    python3 run_benchmark.py report --results results/tune-kodak --study results/tune-kodak/study.journal
 
 A trial is one parameter set fitted to every image × seed. Its runs go through `runner.execute` into the
 Parquet store <out>/ like any benchmark run (the trial's run ids are in its user attrs, and in the study's
@@ -68,6 +67,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
+from .argparsing import ArgParser, HelpFormatter
 from .errors import BenchError
 from .study_storage import open_storage, retry_start_race  # noqa: F401 - open_storage: tune's and report's storage
 from .runner import csv_list, parse_model_params, parse_seeds, select_images
@@ -97,52 +97,82 @@ class TrialInterrupted(Exception):
     """SIGINT during a trial: Optuna marks the trial FAIL (this is in its `catch`), and the study stops."""
 
 
-class ArgParser(argparse.ArgumentParser):
-    """Usage errors as one BenchError line (the CLI prints it and exits with status 2)."""
+# With neither --suite nor --strategy, `tune` is a small study that ends in about two minutes on a CPU.
+DEMO = {"suite": "builtin", "images": "astronaut", "max_size": 64, "strategy": "nint", "iters": 300, "lr": 1e-3,
+        "model_param": ["depth=3", "width=64"], "n_trials": 8, "pruner_startup": 2, "no_lpips": True,
+        "out": "results/tune-demo"}
+DEFAULT_SUITE, DEFAULT_STRATEGY = "builtin", "nint"
 
-    def error(self, message: str):
-        raise BenchError(f"{message}; see --help")
 
+def parser(prog: str = "nint-bench tune") -> argparse.ArgumentParser:
+    """The options of `tune`, each one line; the module docstring has the details of objectives and storage."""
+    p = ArgParser(prog=prog, usage="%(prog)s [OPTION ...]", formatter_class=HelpFormatter, description=f"""\
+Optuna search over the sampling ratio (and xi, alpha, lam, lr) of one strategy on one suite. A trial fits every
+image × seed through the benchmark runner, so its runs land in the results store like any run; the study is a
+journal file next to them (<out>/study.journal). Rerunning the same command resumes the study to --n-trials.
+With neither --suite nor --strategy, a small study runs: nint with a SIREN 3×64 on one builtin image at
+{DEMO['max_size']} px, {DEMO['iters']} iterations, {DEMO['n_trials']} trials (under two minutes on a CPU).
 
-def parser() -> argparse.ArgumentParser:
-    p = ArgParser(prog="run_benchmark.py tune", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    g = p.add_argument_group("what to fit (as in the benchmark CLI)")
-    g.add_argument("--suite", default="builtin", help="builtin | kodak | div2k16 | a folder | an image file")
+examples:
+  {prog} --suite kodak --data-dir DIR --strategy nint --search mt_ratio,xi --iters 2000 --n-trials 40
+  {prog} --suite kodak --strategy int --objective time-to-psnr --target-db 30 --devices cuda:0,cuda:1
+  optuna-dashboard results/tune-kodak/study.journal""".replace("%", "%%"))
+    g = p.add_argument_group("what to fit (as in `run`)")
+    g.add_argument("--suite", help=f"builtin | kodak | div2k16 | a folder | an image file (default: {DEFAULT_SUITE})")
     g.add_argument("--data-dir", help="local folder with the suite's images (kodak, div2k16)")
     g.add_argument("--images", help="comma-separated image ids to keep")
-    g.add_argument("--max-images", type=int, default=0, help="keep only the first N images")
-    g.add_argument("--max-size", type=int, default=0, help="downscale so the longest side is at most this")
+    g.add_argument("--max-images", type=int, default=0, help="keep only the first N images (0 keeps all)")
+    g.add_argument("--max-size", type=int, default=0, help="downscale so the longest side is at most this (0 = native)")
     g.add_argument("--convert-rgb", action="store_true", help="convert grayscale/RGBA images to RGB")
+    g.add_argument("--strategy", help=f"one strategy selector, e.g. nint or 'nint[lam=2]' (default: {DEFAULT_STRATEGY})")
     g.add_argument("--max-pixels", type=int, help="refuse images of more pixels than this (default 100000000)")
-    g.add_argument("--strategy", default="nint", help="one strategy selector, e.g. nint or 'nint[lam=2]'")
     g.add_argument("--iters", type=int, default=5000, help="training iterations per run")
     g.add_argument("--seeds", default="0", help="comma-separated seeds; each trial fits every image × seed")
     g.add_argument("--mt-ratio", type=float, default=0.2, help="sampling ratio when it is not searched")
     g.add_argument("--lr", type=float, help="Adam lr when it is not searched (default: the model's)")
-    g.add_argument("--ratio-schedule", default="constant")
-    g.add_argument("--interval", default="dense")
-    g.add_argument("--lr-schedule", default="constant")
-    g.add_argument("--model", default="siren")
+    g.add_argument("--ratio-schedule", default="constant", help="as in `run`")
+    g.add_argument("--interval", default="dense", help="as in `run`")
+    g.add_argument("--lr-schedule", default="constant", help="as in `run`")
+    g.add_argument("--model", default="siren", help="model name")
     g.add_argument("--model-param", action="append", default=[], metavar="KEY=VALUE",
                    help="model parameter, repeatable (e.g. depth=3)")
     g.add_argument("--eval-every", type=int, default=100, help="SSIM/LPIPS period in iterations")
     g.add_argument("--no-lpips", action="store_true", help="do not compute LPIPS")
     g.add_argument("--lpips-weights", help="path of torchvision's alexnet-owt-7be5be79.pth (offline LPIPS)")
-    g.add_argument("--out", help="results directory for the runs and the journal (default results/tune-<suite>)")
+    g.add_argument("--out", help="results directory for the runs and the journal (default: results/tune-<suite>)")
     g.add_argument("--devices", help="comma-separated devices, one worker each (default: cuda:0 if any, else cpu)")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
     s = p.add_argument_group("the study")
-    s.add_argument("--search", default="mt_ratio",
-                   help=f"comma-separated names from {', '.join(SPACE)}, each optionally =low:high")
-    s.add_argument("--objective", default="psnr-at-iters", choices=list(OBJECTIVES))
+    s.add_argument("--search", default="mt_ratio", help=f"comma-separated names from {', '.join(SPACE)}, each "
+                   "optionally =low:high (defaults: mt_ratio 0.05:1, xi 0:1, lam 0:4, alpha 1:50 log, lr 1e-5:1e-2 log)")
+    s.add_argument("--objective", default="psnr-at-iters", choices=list(OBJECTIVES),
+                   help="final PSNR | PSNR at --budget-seconds | train-seconds to --target-db (a miss counts as "
+                        f"{PENALTY_FACTOR:g}× a full run)")
     s.add_argument("--budget-seconds", type=float, help="train-seconds budget of psnr-at-seconds")
     s.add_argument("--target-db", type=float, default=30.0, help="PSNR target of time-to-psnr")
-    s.add_argument("--n-trials", type=int, default=20, help="total finished trials wanted (resume counts them)")
-    s.add_argument("--pruner", default="median", choices=PRUNERS)
+    s.add_argument("--n-trials", type=int, default=20, help="total finished trials wanted (a resumed study counts "
+                   "the ones it has)")
+    s.add_argument("--pruner", default="median", choices=PRUNERS, help="stops clearly worse trials early")
     s.add_argument("--pruner-startup", type=int, default=5, help="trials before the pruner may prune")
-    s.add_argument("--storage", help="Optuna RDB URL, or a journal file path (default <out>/study.journal)")
+    s.add_argument("--storage", help="an Optuna RDB URL or a journal file (default: <out>/study.journal)")
     s.add_argument("--study-name", help="default: tune-<strategy>-<objective>")
     s.add_argument("--sampler-seed", type=int, help="seed of the TPE sampler (reproducible proposals)")
     return p
+
+
+def parse_args(argv: list[str], prog: str = "nint-bench tune") -> argparse.Namespace:
+    """The options, with the small study's settings as defaults when neither --suite nor --strategy is given."""
+    p = parser(prog)
+    args = p.parse_args(argv)
+    if args.suite is None and args.strategy is None:
+        p.set_defaults(**DEMO)
+        args = p.parse_args(argv)
+        print(f"no --suite or --strategy: a small study ({args.strategy}, SIREN 3×64, on {args.suite}/{args.images} at "
+              f"{args.max_size} px, {args.iters} iterations, {args.n_trials} trials, under two minutes on a CPU) "
+              f"into {args.out}; see --help for a real one", file=sys.stderr)
+    args.suite = args.suite or DEFAULT_SUITE
+    args.strategy = args.strategy or DEFAULT_STRATEGY
+    return args
 
 
 # --- set-up --------------------------------------------------------------------------------------------------
@@ -481,7 +511,34 @@ class _QuietInterruption(logging.Filter):
         return not any(message.startswith(f"Trial {n} failed ") for n in self.interrupted)
 
 
-def worker(args: argparse.Namespace, plan: Plan, device: str, index: int = 0, study=None) -> list[int]:
+class StudyProgress:
+    """A progress bar of the study's finished trials (resumed ones included) with the best value so far;
+    an Optuna callback, so it moves once per trial."""
+
+    def __init__(self, study, total: int, unit: str):
+        from tqdm.auto import tqdm
+
+        self.unit = unit
+        self.bar = tqdm(total=total, initial=finished_count(study), desc=f"study {study.study_name}", unit="trial")
+        self._show_best(study)
+
+    def _show_best(self, study) -> None:
+        from optuna.trial import TrialState
+
+        if study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            self.bar.set_postfix_str(f"best {study.best_value:.4g} {self.unit} (trial {study.best_trial.number})")
+
+    def __call__(self, study, trial) -> None:
+        self.bar.n = min(finished_count(study), self.bar.total)
+        self._show_best(study)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def worker(args: argparse.Namespace, plan: Plan, device: str, index: int = 0, study=None,
+           progress: bool = False) -> list[int]:
     """One worker: attach to the study (in a new process) and run trials on `device` until it has --n-trials.
     Returns the numbers of the trials a SIGINT interrupted (marked FAIL, parameters queued again)."""
     import optuna
@@ -498,13 +555,16 @@ def worker(args: argparse.Namespace, plan: Plan, device: str, index: int = 0, st
     interrupted: list[int] = []
     quiet, log = _QuietInterruption(interrupted), logging.getLogger("optuna.study._optimize")
     log.addFilter(quiet)
+    bar = StudyProgress(study, args.n_trials, "s" if plan.objective == "time-to-psnr" else "dB") if progress else None
     try:
         study.optimize(objective_fn(plan, device, study, interrupted), n_trials=missing,
-                       catch=(RunFailed, TrialInterrupted), callbacks=[enough])
+                       catch=(RunFailed, TrialInterrupted), callbacks=[enough, *([bar] if bar else [])])
     except KeyboardInterrupt:  # between trials, inside Optuna's own bookkeeping
         interrupted += release_own_trials(study)
     finally:
         log.removeFilter(quiet)
+        if bar is not None:
+            bar.close()
     return interrupted
 
 
@@ -565,9 +625,9 @@ def _devices(text: str | None) -> list[str]:
     return devices
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str], prog: str = "nint-bench tune") -> int:
     """The tune command; SIGINT at any point: one line (interrupted_line), status 130."""
-    args = parser().parse_args(argv)
+    args = parse_args(argv, prog)
     plan = make_plan(args)  # every input error surfaces here, once, before any worker starts
     devices = _devices(args.devices)
     try:
@@ -594,7 +654,7 @@ def _run(args: argparse.Namespace, plan: Plan, devices: list[str]) -> int:
         print(f"study {name!r} already has {done} finished trials (--n-trials {args.n_trials}); nothing to run",
               file=sys.stderr)
     elif len(devices) == 1:
-        interrupted = worker(args, plan, devices[0], study=study)
+        interrupted = worker(args, plan, devices[0], study=study, progress=not args.no_progress)
         if interrupted:
             print(interrupted_line(interrupted), file=sys.stderr)
             return 130
@@ -625,10 +685,10 @@ def _run(args: argparse.Namespace, plan: Plan, devices: list[str]) -> int:
         if bad:
             print(f"worker(s) {', '.join(bad)} stopped with an error (see above); rerun the same command to resume",
                   file=sys.stderr)
-    return report_best(optuna.load_study(study_name=name, storage=open_storage(storage_spec)), storage_spec, plan)
+    return report_best(optuna.load_study(study_name=name, storage=open_storage(storage_spec)), storage_spec, plan, prog)
 
 
-def report_best(study, storage_spec: str, plan: Plan) -> int:
+def report_best(study, storage_spec: str, plan: Plan, prog: str = "nint-bench tune") -> int:
     from optuna.trial import TrialState
 
     counts = {s.name.lower(): len(study.get_trials(deepcopy=False, states=(s,)))
@@ -644,5 +704,5 @@ def report_best(study, storage_spec: str, plan: Plan) -> int:
                                       for k, v in best.params.items()))
     print(f"its runs in {plan.out}: {', '.join(best.user_attrs.get('run_ids', []))}")
     print(f"browse: optuna-dashboard {storage_spec}")
-    print(f"report: python run_benchmark.py report --results {plan.out} --study {storage_spec}")
+    print(f"report: {prog.removesuffix(' tune')} report --results {plan.out} --study {storage_spec}")
     return 0
