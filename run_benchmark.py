@@ -68,6 +68,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--devices", help="comma-separated devices (default: every visible GPU, else cpu)")
     p.add_argument("--workers-per-device", type=int, default=1,
                    help="concurrent runs per device (throughput mode; timing is then shared, and recorded so)")
+    p.add_argument("--dask", metavar="ADDRESS", help="run the jobs on a Dask cluster: tcp://host:8786, or local[:N] "
+                   "for N worker processes here (see docs/dask.md)")
     p.add_argument("--no-lpips", action="store_true", help="do not compute LPIPS")
     p.add_argument("--lpips-weights", help="path of torchvision's alexnet-owt-7be5be79.pth (offline LPIPS)")
     p.add_argument("--convert-rgb", action="store_true", help="convert grayscale/RGBA images to RGB with a warning")
@@ -181,7 +183,7 @@ def run(argv: list[str]) -> int:
     if args.workers_per_device < 1:
         raise BenchError(f"--workers-per-device must be >= 1, got {args.workers_per_device}")
     outcomes = run_jobs(jobs, out, devices, args.workers_per_device, "off" if args.no_lpips else "auto",
-                        args.lpips_weights, args.force, progress=not args.no_progress)
+                        args.lpips_weights, args.force, progress=not args.no_progress, dask=args.dask)
     failed = [o for o in outcomes if o["status"] != "ok"]
     for o in failed:
         print(f"{o['status']}: {o['label']} on {o['image']} (seed {o['seed']}): {o['error'].split(' | ')[0]}",

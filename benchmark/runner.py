@@ -255,8 +255,9 @@ def execute(job: Job, root: str, device: str | Any, lpips_mode: str = "auto", lp
 
 def run_jobs(jobs: list[Job], root: str | os.PathLike, devices: list[str] | None = None, workers_per_device: int = 1,
              lpips_mode: str = "auto", lpips_weights: str | None = None, force: bool = False,
-             progress: bool = True) -> list[dict[str, Any]]:
-    """Run every job not finished in `root`; returns the outcome rows of the jobs run now."""
+             progress: bool = True, dask: str | None = None) -> list[dict[str, Any]]:
+    """Run every job not finished in `root`; returns the outcome rows of the jobs run now. `dask`: a Dask
+    scheduler address (or local[:N]) to run the jobs on instead of this host's devices (see dask_runner)."""
     from tqdm.auto import tqdm
 
     store = Store(root)
@@ -275,7 +276,11 @@ def run_jobs(jobs: list[Job], root: str | os.PathLike, devices: list[str] | None
     mode = "exclusive" if workers_per_device == 1 else f"shared-{workers_per_device}"
     bar = tqdm(total=len(pending), desc="runs", unit="run", disable=not progress or not pending)
     outcomes = []
-    if len(slots) <= 1:
+    if dask:
+        from . import dask_runner
+
+        outcomes = dask_runner.run_jobs(pending, root, dask, lpips_mode, lpips_weights, mode, force, bar)
+    elif len(slots) <= 1:
         for job in pending:
             bar.set_postfix_str(f"{job.cfg.label} {job.cfg.image} s{job.cfg.seed}")
             outcomes.append(execute(job, root, slots[0] if slots else "cpu", lpips_mode, lpips_weights, mode))

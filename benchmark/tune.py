@@ -128,6 +128,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--storage", help="Optuna RDB URL, or a journal file path (default <out>/study.journal)")
     s.add_argument("--study-name", help="default: tune-<strategy>-<objective>")
     s.add_argument("--sampler-seed", type=int, help="seed of the TPE sampler (reproducible proposals)")
+    s.add_argument("--dask", metavar="ADDRESS", help="run the trials on a Dask cluster (tcp://host:8786, or local[:N]), "
+                   "one trial per task, through the shared storage (see docs/dask.md)")
     return p
 
 
@@ -527,6 +529,10 @@ def main(argv: list[str]) -> int:
     if done >= args.n_trials:
         print(f"study {name!r} already has {done} finished trials (--n-trials {args.n_trials}); nothing to run",
               file=sys.stderr)
+    elif args.dask:
+        from .dask_runner import tune_study
+
+        tune_study(args.dask, args, plan, storage_spec, name, args.n_trials - done)
     elif len(devices) == 1:
         worker(args, plan, devices[0], study=study)
     else:
