@@ -25,6 +25,7 @@ dask is imported only here and only when --dask is used.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import queue
 import re
@@ -68,7 +69,8 @@ def connect(address: str) -> Iterator[Any]:
         repo = str(Path(__file__).resolve().parent.parent)
         os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [repo, os.environ.get("PYTHONPATH")]))
         with dask.config.set({"distributed.scheduler.allowed-failures": ALLOWED_FAILURES}):
-            cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0")
+            cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
+                                   silence_logs=logging.ERROR)  # no "worker still alive, killing" at shutdown
         client = Client(cluster)
     elif not re.match(r"^[a-z]+://\S+$", address):
         raise BenchError(f"--dask {address!r} is not a scheduler address; write e.g. --dask tcp://host:8786 "

@@ -45,7 +45,8 @@ machines, run the same command on each, with a shared --storage URL (or a journa
 a shared --out. Workers stop once the study holds --n-trials finished trials; trials already running then
 still finish, so the total can exceed it by up to (workers − 1). Each worker takes one throw-away optimiser
 step first: torch imports its compiler on a process's first step, which would otherwise add seconds to the
-train-seconds of its first run.
+train-seconds of its first run. `--dask ADDRESS` runs the trials as Dask tasks instead, one trial per task
+through the shared storage, so the study ends with exactly --n-trials (see benchmark/dask_runner.py).
 """
 from __future__ import annotations
 
