@@ -143,9 +143,7 @@ def _stored_finished_row(root: str, run_id: str) -> dict[str, Any] | None:
 def run_one(job, root: str, lpips_mode: str, lpips_weights: str | None, mode: str, force: bool) -> dict[str, Any]:
     """The task body of one grid job."""
     from .runner import execute
-    from .store import Store
 
-    Store(root)  # removes temporary files left by dead writers of this host
     if not force:
         row = _stored_finished_row(root, job.cfg.run_id)
         if row is not None:
@@ -173,16 +171,14 @@ def run_trial(args, plan, storage_spec: str, name: str, index: int) -> tuple[int
 
 
 # --- on the client -------------------------------------------------------------------------------------------
-def _given_up(job, root: str, mode: str, exc: BaseException) -> dict[str, Any]:
-    """Record a job whose workers kept dying as failed (nothing of it was stored)."""
+def _record_lost(job, root: str, mode: str, error: str) -> dict[str, Any]:
+    """Store a job that never returned a row (its workers kept dying, or Dask could not run it) as failed."""
     import time
 
     from .runner import _run_row
     from .store import Store
 
-    row = _run_row(job.cfg, "unknown", mode, time.time(), status="failed",
-                   error=f"the Dask workers running it died each time it was tried ({type(exc).__name__}: {exc}); "
-                         "is the host out of memory?")
+    row = _run_row(job.cfg, "unknown", mode, time.time(), status="failed", error=error)
     Store(root).write_failure(row)
     return row
 
@@ -190,7 +186,9 @@ def _given_up(job, root: str, mode: str, exc: BaseException) -> dict[str, Any]:
 def run_jobs(jobs: list, root: str, address: str, lpips_mode: str, lpips_weights: str | None, mode: str,
              force: bool, bar) -> list[dict[str, Any]]:
     """Run `jobs` (already filtered to the ones to run) as Dask tasks; the outcome rows, as runner.run_jobs."""
-    from distributed import as_completed
+    from concurrent.futures import CancelledError
+
+    from distributed import KilledWorker, as_completed
 
     root = str(Path(root).resolve())  # workers may start in another directory
     outcomes = []
@@ -202,14 +200,19 @@ def run_jobs(jobs: list, root: str, address: str, lpips_mode: str, lpips_weights
                                  key=f"run-{job.cfg.run_id}", resources=resources): job for job in jobs}
         for future in as_completed(futures):
             job = futures[future]
-            if future.status == "finished":
+            try:
                 row = future.result()
-            else:
-                exc = future.exception()
-                if isinstance(exc, BenchError):  # the store is full: stop, finished runs are kept
-                    client.cancel(list(futures))
-                    raise exc
-                row = _given_up(job, root, mode, exc)
+            except BenchError:  # the store is full: stop, finished runs are kept
+                client.cancel(list(futures))
+                raise
+            except KilledWorker as exc:
+                row = _record_lost(job, root, mode, f"the Dask workers running it died each time it was tried "
+                                                    f"(KilledWorker: {exc}); is the host out of memory?")
+            except CancelledError:
+                raise BenchError(f"the Dask scheduler at {address} cancelled the runs (did it stop?); finished runs "
+                                 "are kept: rerun the same command") from None
+            except Exception as exc:  # noqa: BLE001 - e.g. a worker that cannot unpickle the job: record, go on
+                row = _record_lost(job, root, mode, f"Dask could not run it: {type(exc).__name__}: {exc}")
             bar.set_postfix_str(f"{job.cfg.label} {job.cfg.image} s{job.cfg.seed}")
             bar.update()
             outcomes.append(row)
