@@ -121,6 +121,8 @@ examples:
     x.add_argument("--pack", type=int, default=1, metavar="K",
                    help="train up to K runs of one strategy on images of one size as one batched model (GPU "
                         "throughput; their train-seconds come from exclusive timing profiles); see docs/packed.md")
+    x.add_argument("--dask", metavar="ADDRESS", help="run the jobs on a Dask cluster: tcp://host:8786, or local[:N] "
+                   "for N worker processes here (see docs/dask.md)")
     x.add_argument("--force", action="store_true", help="rerun runs that are already finished")
     x.add_argument("--no-progress", action="store_true", help="no progress bars")
     for name in LISTS:  # the older spelling of `list NAME`
@@ -286,7 +288,8 @@ def run_main(argv: list[str], prog: str = "nint-bench run") -> int:
     if args.pack < 1:
         raise BenchError(f"--pack must be >= 1 (1: no packing), got {args.pack}")
     outcomes = run_jobs(jobs, out, devices, args.workers_per_device, "off" if args.no_lpips else "auto",
-                        args.lpips_weights, args.force, progress=not args.no_progress, pack=args.pack)
+                        args.lpips_weights, args.force, progress=not args.no_progress, pack=args.pack,
+                        dask=args.dask)
     failed = [o for o in outcomes if o["status"] != "ok"]
     for o in failed:
         print(f"{o['status']}: {o['label']} on {o['image']} (seed {o['seed']}): {o['error'].split(' | ')[0]}",

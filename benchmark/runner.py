@@ -388,11 +388,12 @@ class IterationBar:
 
 def run_jobs(jobs: list[Job], root: str | os.PathLike, devices: list[str] | None = None, workers_per_device: int = 1,
              lpips_mode: str = "auto", lpips_weights: str | None = None, force: bool = False,
-             progress: bool = True, pack: int = 1) -> list[dict[str, Any]]:
+             progress: bool = True, pack: int = 1, dask: str | None = None) -> list[dict[str, Any]]:
     """Run every job not finished in `root`; returns the outcome rows of the jobs run now. Holds the store's
     lock throughout (a second command on the same store refuses); damaged runs count as unfinished. With
     `pack` > 1, runs that may share a model train in packs of up to `pack` (benchmark/packed.py), one pack
-    after another on the first device, before the others."""
+    after another on the first device, before the others. `dask`: a Dask scheduler address (or local[:N]) to
+    run the jobs on instead of this host's devices (benchmark/dask_runner.py)."""
     if any(j.cfg.lpips for j in jobs) and lpips_mode != "off":
         _lpips_for("cpu", lpips_mode, lpips_weights)  # one notice or one error up front, before the store exists
     store = Store(root)
@@ -401,11 +402,12 @@ def run_jobs(jobs: list[Job], root: str | os.PathLike, devices: list[str] | None
         scan = store.report_problems()
         done = set() if force else set(scan.finished["run_id"])
         return _run_pending(jobs, str(store.root), done, devices, workers_per_device, lpips_mode, lpips_weights,
-                            progress, pack)
+                            progress, pack, dask, force)
 
 
 def _run_pending(jobs: list[Job], root: str, done: set[str], devices: list[str] | None, workers_per_device: int,
-                 lpips_mode: str, lpips_weights: str | None, progress: bool, pack: int = 1) -> list[dict[str, Any]]:
+                 lpips_mode: str, lpips_weights: str | None, progress: bool, pack: int = 1, dask: str | None = None,
+                 force: bool = False) -> list[dict[str, Any]]:
     from tqdm.auto import tqdm
 
     pending = [j for j in jobs if j.cfg.run_id not in done]
@@ -427,7 +429,11 @@ def _run_pending(jobs: list[Job], root: str, done: set[str], devices: list[str] 
             bar.set_postfix_str(f"pack of {len(members)} {members[0].cfg.label}")
             outcomes += execute_pack(members, root, slots[0] if slots else "cpu", lpips_mode, lpips_weights)
             bar.update(len(members))
-    if len(slots) <= 1:
+    if dask:
+        from . import dask_runner
+
+        outcomes += dask_runner.run_jobs(pending, root, dask, lpips_mode, lpips_weights, mode, force, bar)
+    elif len(slots) <= 1:
         for job in pending:
             bar.set_postfix_str(f"{job.cfg.label} {job.cfg.image} s{job.cfg.seed}")
             iterations = IterationBar(job.cfg.iters) if progress and IterationBar.fits(job.cfg) else None

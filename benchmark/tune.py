@@ -52,7 +52,8 @@ machines, run the same command on each, with a shared --storage URL (or a journa
 a shared --out. Workers stop once the study holds --n-trials finished trials; trials already running then
 still finish, so the total can exceed it by up to (workers − 1). Each worker takes one throw-away optimiser
 step first: torch imports its compiler on a process's first step, which would otherwise add seconds to the
-train-seconds of its first run.
+train-seconds of its first run. `--dask ADDRESS` runs the trials as Dask tasks instead, one trial per task
+through the shared storage, so the study ends with exactly --n-trials (see benchmark/dask_runner.py).
 """
 from __future__ import annotations
 
@@ -157,6 +158,8 @@ examples:
     s.add_argument("--storage", help="an Optuna RDB URL or a journal file (default: <out>/study.journal)")
     s.add_argument("--study-name", help="default: tune-<strategy>-<objective>")
     s.add_argument("--sampler-seed", type=int, help="seed of the TPE sampler (reproducible proposals)")
+    s.add_argument("--dask", metavar="ADDRESS", help="run the trials on a Dask cluster (tcp://host:8786, or local[:N]), "
+                   "one trial per task, through the shared storage (see docs/dask.md)")
     return p
 
 
@@ -653,6 +656,10 @@ def _run(args: argparse.Namespace, plan: Plan, devices: list[str]) -> int:
     if done >= args.n_trials:
         print(f"study {name!r} already has {done} finished trials (--n-trials {args.n_trials}); nothing to run",
               file=sys.stderr)
+    elif args.dask:
+        from .dask_runner import tune_study
+
+        tune_study(args.dask, args, plan, storage_spec, name, args.n_trials - done)
     elif len(devices) == 1:
         interrupted = worker(args, plan, devices[0], study=study, progress=not args.no_progress)
         if interrupted:
