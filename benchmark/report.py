@@ -603,8 +603,9 @@ def build_report(results: str | Path, out: str | Path | None = None, study: str 
                  maps_strategies: Sequence[str] | None = None, iter_checkpoints: Sequence[int] = (250, 1000, 5000),
                  size_checkpoints: Sequence[int] = (500, 1000, 2500), seconds: Sequence[float] = (60.0, 120.0),
                  targets: Sequence[float] = (30.0, 35.0), arch_target: float = 25.0, resamples: int = RESAMPLES,
-                 seed: int = 0) -> dict[str, Any]:
-    """Write every table and figure; returns {"report": path, "tables": {name: DataFrame}, "figures": [paths]}."""
+                 seed: int = 0, html: bool = True) -> dict[str, Any]:
+    """Write every table and figure (and with `html` the page index.html); returns {"report": path, "tables":
+    {name: DataFrame}, "figures": [paths], "incomplete": DataFrame, "html": path or None}."""
     from .store import load
 
     results = Path(results)
@@ -663,7 +664,14 @@ def build_report(results: str | Path, out: str | Path | None = None, study: str 
     doc += [to_markdown(missing.set_index("run_id")) if len(missing) else "None: every run of the store finished.", ""]
     report = out / "report.md"
     report.write_text("\n".join(doc))
-    return {"report": report, "tables": kept, "figures": figures, "incomplete": missing}
+    page = None
+    if html:
+        from .html_report import store_header, write_html
+
+        page = write_html(out, values.assign(variant=_variant_names(values).to_numpy()), metrics,
+                          {name: (text_table(t), tables[name][1]) for name, t in kept.items()}, None, figures,
+                          store_header(results, runs, note), seed)
+    return {"report": report, "tables": kept, "figures": figures, "incomplete": missing, "html": page}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -684,6 +692,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--arch-target", type=float, default=25.0, help="Table D PSNR target (dB)")
     p.add_argument("--resamples", type=int, default=RESAMPLES, help="bootstrap resamples per cell")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.add_argument("--html", action=argparse.BooleanOptionalAction, default=True,
+                   help="also write <out>/index.html, one self-contained interactive page (default: on)")
     return p
 
 
@@ -714,7 +724,7 @@ def main(argv: list[str]) -> int:
         steps, split_top(args.maps_strategies) if args.maps_strategies else None,
         _numbers(args.iters, "--iters", int), _numbers(args.size_iters, "--size-iters", int),
         _numbers(args.seconds, "--seconds"), _numbers(args.targets, "--targets"), args.arch_target,
-        args.resamples, args.seed)
+        args.resamples, args.seed, args.html)
     print(f"report: {result['report']} ({len(result['tables'])} tables, {len(result['figures'])} figures, "
-          f"{len(result['incomplete'])} incomplete runs)")
+          f"{len(result['incomplete'])} incomplete runs)" + (f"; page: {result['html']}" if result["html"] else ""))
     return 0
