@@ -264,7 +264,7 @@ def store_header(results: str | Path, runs: pd.DataFrame, note: str = "") -> dic
     timing = runs.assign(**{k: runs[k].fillna("—").astype(str) for k in keys}).groupby(keys).agg(
         runs=("run_id", "size"), train_s=("train_seconds", "sum"), ms_per_it=("ms_per_iter", "median"))
     timing = timing.rename(columns={"train_s": "train-seconds (sum)", "ms_per_it": "ms/it (median)"})
-    commits = sorted({json.loads(v).get("git_commit") or "—" for v in runs["versions"].fillna("{}")})
+    commits = sorted({json.loads(v or "{}").get("git_commit") or "—" for v in runs["versions"].fillna("{}")})
     header = {
         "title": f"Report of {results}",
         "store": str(results),

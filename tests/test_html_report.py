@@ -85,7 +85,12 @@ def test_page_renders_given_tables_and_curves(store, tmp_path):
     assert len(curves["plots"]["ssim-iteration"]["x"]) == 21  # SSIM recorded every 50 updates: 21 values
 
 
-def _browser(tmp_path):
+def test_html_is_on_by_default_and_can_be_left_out():
+    assert report.parser().parse_args(["--results", "r"]).html is True
+    assert report.parser().parse_args(["--results", "r", "--no-html"]).html is False
+
+
+def _browser():
     """A headless Chromium through playwright, fresh profile, no network; skips when chromium is absent locally."""
     exe = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
     try:
@@ -102,7 +107,7 @@ def _browser(tmp_path):
 
 
 def test_page_in_headless_chromium(store, tmp_path):
-    exe, sync_playwright = _browser(tmp_path)
+    exe, sync_playwright = _browser()
     out = tmp_path / "report"
     result = report.build_report(store.root, out, resamples=200)
     page_path = result["html"]
