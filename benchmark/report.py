@@ -995,7 +995,7 @@ def build_report(results: str | Path, out: str | Path | None = None, study: str 
                  size_checkpoints: Sequence[int] = (500, 1000, 2500), seconds: Sequence[float] = (60.0, 120.0),
                  targets: Sequence[float] = (30.0, 35.0), arch_target: float = 25.0, resamples: int = RESAMPLES,
                  seed: int = 0, baseline: str | None = None, reading: str = "best",
-                 interval: str = "t") -> dict[str, Any]:
+                 interval: str = "t", html: bool = True) -> dict[str, Any]:
     """Write every table and figure. Returns a dict:
 
     report    path of report.md;  markdown: its text
@@ -1006,6 +1006,7 @@ def build_report(results: str | Path, out: str | Path | None = None, study: str 
               "caption", "note", "table": DataFrame}}: every table file written, in report order; render a cell
               with str(), read numbers from its fields (to_csv flattens them)
     figures   [png paths];  incomplete: DataFrame of failed/orphaned runs
+    html      path of index.html (benchmark/html_report.py), or None without `html`
     """
     from .store import Store, atomic_write_text, check_same_setup
 
@@ -1089,8 +1090,16 @@ def build_report(results: str | Path, out: str | Path | None = None, study: str 
     report = out / "report.md"
     markdown = "\n".join(doc)
     atomic_write_text(markdown, report)
+    page = None
+    if html:
+        from .html_report import store_header, write_html
+
+        shown_tables = {stem: (text_table(entry["table"]), entry["caption"]) for stem, entry in written.items()
+                        if entry["kind"] != "per_image"}
+        page = write_html(out, values.assign(variant=_variant_names(values).to_numpy()), metrics, shown_tables,
+                          None, figures, store_header(results, runs, doc[4] if len(doc) > 4 else ""), seed)
     return {"report": report, "markdown": markdown, "tables": tables, "written": written, "figures": figures,
-            "incomplete": missing}
+            "incomplete": missing, "html": page}
 
 
 def prepare_out(out: Path) -> None:
@@ -1140,6 +1149,8 @@ def parser(prog: str = "nint-bench report") -> argparse.ArgumentParser:
                    "images: Student-t (default) or BCa bootstrap (falls back to t where it cannot be computed)")
     p.add_argument("--resamples", type=int, default=RESAMPLES, help="bootstrap resamples of the figures' bands")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.add_argument("--html", action=argparse.BooleanOptionalAction, default=True,
+                   help="also write <out>/index.html, one self-contained interactive page (default: on)")
     return p
 
 
@@ -1172,9 +1183,10 @@ def main(argv: list[str], prog: str = "nint-bench report") -> int:
             steps, split_top(args.maps_strategies) if args.maps_strategies else None,
             _numbers(args.iters, "--iters", int), _numbers(args.size_iters, "--size-iters", int),
             _numbers(args.seconds, "--seconds"), _numbers(args.targets, "--targets"), args.arch_target,
-            args.resamples, args.seed, args.baseline, args.psnr_reading, args.interval)
+            args.resamples, args.seed, args.baseline, args.psnr_reading, args.interval,
+            args.html)
     except OSError as exc:  # a full disk or a folder that became unwritable while the report was written
         raise out_error(out, exc) from None
     print(f"report: {result['report']} ({len(result['tables'])} tables, {len(result['figures'])} figures, "
-          f"{len(result['incomplete'])} incomplete runs)")
+          f"{len(result['incomplete'])} incomplete runs)" + (f"; page: {result['html']}" if result["html"] else ""))
     return 0
