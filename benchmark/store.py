@@ -119,6 +119,9 @@ V1_COLUMNS = RUNS_SCHEMA.names[:RUNS_SCHEMA.get_field_index("peak_memory_mb")]  
 NULLABLE_INTS = ("height", "width", "diverged_at", "metrics_rows", "metrics_bytes")  # pandas Int64 in load()
 
 
+_WARNED: set[str] = set()
+
+
 class StoreWarning(UserWarning):
     """A damaged or foreign file in a store: named once, and the run counts as unfinished."""
 
@@ -555,7 +558,9 @@ class Store:
         """scan(), with one warning (StoreWarning, one line) per damaged run and per foreign file."""
         scan = scan or self.scan()
         for line in scan.messages(self.root):
-            warnings.warn(line, StoreWarning, stacklevel=2)
+            if line not in _WARNED:  # once per process: the runner and the summary after it read the same store
+                _WARNED.add(line)
+                warnings.warn(line, StoreWarning, stacklevel=2)
         return scan
 
     def finished_ids(self) -> set[str]:
