@@ -634,13 +634,13 @@ def main(argv: list[str], prog: str = "nint-bench tune") -> int:
     plan = make_plan(args)  # every input error surfaces here, once, before any worker starts
     devices = _devices(args.devices)
     try:
-        return _run(args, plan, devices)
+        return _run(args, plan, devices, prog)
     except KeyboardInterrupt:
         print(interrupted_line([]), file=sys.stderr)
         return 130
 
 
-def _run(args: argparse.Namespace, plan: Plan, devices: list[str]) -> int:
+def _run(args: argparse.Namespace, plan: Plan, devices: list[str], prog: str = "nint-bench tune") -> int:
     import optuna
 
     storage_spec = args.storage or str(Path(plan.out) / "study.journal")
