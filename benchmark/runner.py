@@ -314,6 +314,13 @@ def describe_failure(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+def gpu_processes_at_start(dev: str, mode: str):
+    """Other processes on the GPU as a run starts (None unless exclusive), after this process's own context
+    exists, so that it is not mistaken for another."""
+    torch.zeros(1, device=dev)
+    return foreign_gpu_processes(dev) if mode == "exclusive" else None
+
+
 def execute(job: Job, root: str, device: str | Any, lpips_mode: str = "auto", lpips_weights: str | None = None,
             mode: str = "exclusive", callback=None) -> dict[str, Any]:
     """Run one job and store its outcome. `device` is a device name or a queue of device tokens.
@@ -326,8 +333,7 @@ def execute(job: Job, root: str, device: str | Any, lpips_mode: str = "auto", lp
         before = None
         if dev.startswith("cuda"):
             torch.cuda.set_device(torch.device(dev))
-            torch.zeros(1, device=dev)  # this process's context exists before the GPU's process list is read
-            before = foreign_gpu_processes(dev) if mode == "exclusive" else None
+            before = gpu_processes_at_start(dev, mode)
         img = datasets.resize_longest(job.ref.read(job.convert_rgb), cfg.max_size)
         result = fit(cfg, img, dev, _lpips_for(dev, lpips_mode, lpips_weights) if cfg.lpips else None, callback)
         if dev.startswith("cuda") and mode == "exclusive":

@@ -139,6 +139,6 @@ def test_an_unreachable_scheduler_is_one_line_quickly(tmp_path):
 
 def test_dask_is_imported_only_when_asked_for():
     code = ("import sys, run_benchmark, benchmark.runner, benchmark.tune, benchmark.dask_runner; "
-            "run_benchmark.parser().parse_args(['--dask', 'local:2']); print('distributed' in sys.modules)")
+            "benchmark.cli.run_parser('x').parse_args(['--dask', 'local:2']); print('distributed' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "False", out.stderr[-2000:]

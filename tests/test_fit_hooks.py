@@ -75,7 +75,7 @@ def test_lpips_norm_keeps_stored_run_ids():
     runs are new runs; with LPIPS off the mapping is irrelevant."""
     from benchmark.store import load
 
-    runs, _ = load("results/table-a-slice")
+    runs, _ = load("results/kodim03-table-a-h100-tf32")
     row = runs.iloc[0]
     stored = json.loads(row["config"])
     assert stored["lpips"] is True and "lpips_norm" not in stored

@@ -113,7 +113,7 @@ def test_page_in_headless_chromium(store, tmp_path):
     page_path = result["html"]
     assert page_path == out / "index.html"
     csv = pd.read_csv(out / "tables" / "table_a.csv", index_col="label")
-    expected = f"{csv.loc['nint', 'PSNR@250']:.2f}"
+    expected = f"{csv.loc['nint', 'best PSNR ≤250']:.2f}"
 
     errors, requests = [], []
     with sync_playwright() as pw:
@@ -136,13 +136,13 @@ def test_page_in_headless_chromium(store, tmp_path):
             # a table cell is the CSV's value
             cell = page.evaluate("""() => {
                 const t = document.getElementById('table-table_a-body');
-                const col = Array.from(t.tHead.rows[0].cells).findIndex(c => c.textContent === 'PSNR@250');
+                const col = Array.from(t.tHead.rows[0].cells).findIndex(c => c.textContent === 'best PSNR ≤250');
                 const row = Array.from(t.tBodies[0].rows).find(r => r.cells[0].textContent === 'nint');
                 return row.cells[col].textContent; }""")
             assert cell.split(" ")[0] == expected
 
             # sorting by a column puts the highest PSNR first on the second click
-            heading = page.locator("#table-table_a-body thead th", has_text="PSNR@250")
+            heading = page.locator("#table-table_a-body thead th", has_text="best PSNR ≤250")
             heading.click()
             heading.click()
             assert page.locator("#table-table_a-body tbody tr").first.locator("th").first.inner_text() == "uniform"

@@ -35,6 +35,7 @@ def test_each_job_holds_one_device_token_and_returns_it(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.cuda, "set_device", lambda d: None)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda d=None: "fake GPU")
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    monkeypatch.setattr(runner, "gpu_processes_at_start", lambda dev, mode: None)  # no CUDA context here
     rows = [execute(j, str(tmp_path / "r"), tokens) for j in jobs()]
     assert [r["status"] for r in rows] == ["ok"] * 4, rows[0]["error"]
     assert seen == ["cuda:0", "cuda:1", "cuda:0", "cuda:1"]  # tokens cycle: every job got one, all returned

@@ -38,7 +38,7 @@ MODEL_PARAMS = [(name, key) for name, spec in sorted(MODELS.items()) for key in 
 def test_every_numeric_parameter_has_a_declared_range():
     assert len(STRATEGY_PARAMS) > 30 and len(MODEL_PARAMS) > 20  # the walk below covers the whole registry
     for name, cls in strategies.STRATEGIES.items():
-        assert set(_numeric(cls.defaults)) == set(cls.ranges), name
+        assert set(_numeric({**cls.defaults, **cls.optional})) == set(cls.ranges), name
     for name, spec in MODELS.items():
         assert set(_numeric(spec.defaults)) == set(spec.ranges), name
     with pytest.raises(ValueError, match="without a range"):
