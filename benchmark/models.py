@@ -171,7 +171,7 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() * (2 if p.is_complex() else 1) for p in model.parameters() if p.requires_grad)
 
 
-# --- other architectures (models.md §3-8); parameter counts are for the defaults, 2 inputs and 3 outputs ---------
+# --- other architectures, as in the EVOS and INT code; parameter counts are for the defaults, 2 inputs and 3 outputs ---------
 def _relu_mlp(d_in: int, depth: int, width: int, d_out: int) -> nn.Sequential:
     """`depth` ReLU layers of `width` units and a linear output, PyTorch's default initialisation."""
     layers: list[nn.Module] = []

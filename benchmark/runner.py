@@ -419,9 +419,10 @@ def _run_pending(jobs: list[Job], root: str, done: set[str], devices: list[str] 
     pending = [j for j in jobs if j.cfg.run_id not in done]
     seen: set[str] = set()
     pending = [j for j in pending if not (j.cfg.run_id in seen or seen.add(j.cfg.run_id))]
-    skipped = len(jobs) - len(pending)
+    distinct = {j.cfg.run_id for j in jobs}  # a grid entry given twice is one run
+    skipped = len(distinct & done)
     if skipped:
-        print(f"{skipped} of {len(jobs)} runs already finished in {root}: skipped", file=sys.stderr)
+        print(f"{skipped} of {len(distinct)} runs already finished in {root}: skipped", file=sys.stderr)
     devices = devices or available_devices()
     slots = [d for d in devices for _ in range(workers_per_device)]
     mode = "exclusive" if workers_per_device == 1 else f"shared-{workers_per_device}"

@@ -1,6 +1,6 @@
 """Ratio schedulers r(t) and interval profiles (when a strategy recomputes its selection).
 
-Iterations are 0-based (t = 0 … T-1), as in INT and NINT. Formulas follow algorithms.md §1-2.
+Iterations are 0-based (t = 0 … T-1), as in INT and NINT. Formulas follow the INT and NINT releases.
 """
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ def _dense5(t: int, T: int) -> bool:
 
 
 def incremental_interval(t: int, T: int) -> int:
-    """INT's interval at step t: 1 in the dense start-up phase, then 10, 20, … 50 (algorithms.md §2)."""
+    """INT's interval at step t: 1 in the dense start-up phase, then 10, 20, … 50 (as INT's release)."""
     start = int(0.25 * T)
     span = max((T - start) // 5, 1)
     if t < start or t // span == 0:

@@ -483,8 +483,14 @@ class Store:
         except BaseException:
             metrics_file.unlink(missing_ok=True)  # the old run (or none) stays as it was
             raise
-        if old is not None and old != metrics_file:
-            old.unlink(missing_ok=True)
+        for path in self._metrics_files_of(run_id):  # the one a previous row named, and orphans of a killed writer
+            if path != metrics_file:
+                path.unlink(missing_ok=True)
+
+    def _metrics_files_of(self, run_id: str) -> list[Path]:
+        """Every metrics file named after this run (`<run_id>.parquet`, `<run_id>.<n>.parquet`)."""
+        return [p for p in (self.root / "metrics").glob(f"{run_id}*.parquet")
+                if (m := _METRICS_NAME.match(p.name)) and m.group("run_id") == run_id]
 
     def write_failure(self, run_row: dict[str, Any]) -> None:
         """Store a failed (or pruned) run: its run row, then delete the metrics file an earlier row named."""

@@ -16,7 +16,7 @@ from benchmark.task import Task, coordinate_grid
 from conftest import tiny_image
 from strategies import resolve
 
-COUNTS = {  # models.md, for each model's defaults (SIREN: the NINT/INT 5 × 256 layout)
+COUNTS = {  # parameter counts of the reference architectures, for each model's defaults (SIREN: the NINT/INT 5 × 256 layout)
     "siren": 264_707, "finer": 198_915, "gauss": 198_915, "pemlp": 209_155, "ffn": 132_355,
     "relu-mlp": 198_915, "wire": 199_287,
 }
