@@ -945,12 +945,11 @@ def incomplete_runs(results: str | Path, scan=None) -> pd.DataFrame:
 
 
 # --- the report ----------------------------------------------------------------------------------------------
-def _failed(results: Path) -> set[tuple]:
-    """(label, image, seed) of runs the store records as failed, so a left-out pair can say why."""
-    from .store import Store
+def _failed(runs: pd.DataFrame) -> set[tuple]:
+    """(label, image, seed) of the run rows (every status) that did not finish, so a left-out pair can say why."""
+    from .store import FINISHED
 
-    runs = Store(results, readonly=True).runs()
-    bad = runs[~runs["status"].isin(("ok", "diverged"))]
+    bad = runs[~runs["status"].isin(FINISHED)]
     return {(lbl, img, int(s)) for lbl, img, s in zip(bad["label"], bad["image"], bad["seed"]) if s == s}
 
 
@@ -1037,7 +1036,7 @@ def build_report(results: str | Path, out: str | Path | None = None, study: str 
     values = run_values(runs, metrics, sorted({*iter_checkpoints, *size_checkpoints}), seconds, all_targets)
     baseline = baseline or BASELINE
     references = [baseline] + ([SECOND_REFERENCE] if SECOND_REFERENCE != baseline else [])
-    kw = {"references": references, "failed": _failed(results), "interval": interval, "seed": seed}
+    kw = {"references": references, "failed": _failed(scan.runs), "interval": interval, "seed": seed}
     groups = sorted(values["timing_group"].unique())
     built = (table_a(values, iter_checkpoints, reading, **kw) + table_readings(values, iter_checkpoints, **kw)
              + table_b(values, targets, **kw) + table_c(values, size_checkpoints, reading, **kw)
