@@ -50,11 +50,14 @@ def run_child(args: argparse.Namespace, strategy: str, warm_up: bool) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def print_table(rows: list[dict]) -> None:
-    print(f"{'strategy':14s} {'warm-up':8s} {'step 0 ms':>10s} {'step 1 ms':>10s} {'median ms':>10s} {'0/median':>9s}")
-    for r in rows:
-        print(f"{r['strategy']:14s} {'on' if r['warm_up'] else 'off':8s} {r['step0_ms']:10.3f} {r['step1_ms']:10.3f} "
-              f"{r['median_ms']:10.3f} {r['step0_over_median']:9.2f}")
+def print_header() -> None:
+    print(f"{'strategy':14s} {'warm-up':8s} {'step 0 ms':>10s} {'step 1 ms':>10s} {'median ms':>10s} {'0/median':>9s}",
+          flush=True)
+
+
+def print_row(r: dict) -> None:
+    print(f"{r['strategy']:14s} {'on' if r['warm_up'] else 'off':8s} {r['step0_ms']:10.3f} {r['step1_ms']:10.3f} "
+          f"{r['median_ms']:10.3f} {r['step0_over_median']:9.2f}", flush=True)
 
 
 def main(argv=None) -> int:
@@ -75,16 +78,21 @@ def main(argv=None) -> int:
     if args.child:
         print(json.dumps(measure(args.image, args.size, names[0], args.iters, not args.no_warm_up, args.device)))
         return 0
-    rows = [run_child(args, name, warm) for name in names for warm in (False, True)]
-    print_table(rows)
     from benchmark.store import atomic_write_text
 
     gpu = _gpu_name(args.device)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"warmup-{gpu.replace(' ', '_')}.json"
-    atomic_write_text(json.dumps({"device": gpu, "image": args.image, "iters": args.iters, "rows": rows}, indent=1),
-                      path)
+    rows: list[dict] = []
+    print_header()
+    for name in names:
+        for warm in (False, True):
+            rows.append(run_child(args, name, warm))
+            print_row(rows[-1])
+            # rewritten after every row: a run stopped part-way still leaves the rows it measured
+            atomic_write_text(json.dumps({"device": gpu, "image": args.image, "iters": args.iters, "rows": rows},
+                                         indent=1), path)
     print(f"wrote {path}")
     return 0
 

@@ -24,6 +24,17 @@ LPIPS_NORMS = ("minmax", "fixed")
 LPIPS_NORM_BEFORE = "fixed"
 
 
+def semantic_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a run's config that the run id hashes: what changes what is computed, with the fields
+    added after results were published left out at their old behaviour (a config stored before a field existed
+    and one holding its old value read alike)."""
+    semantic = {k: v for k, v in config.items()
+                if k not in NON_SEMANTIC and not (k in OMITTED_AT_DEFAULT and v == OMITTED_AT_DEFAULT[k])}
+    if not semantic.get("lpips", True) or semantic.get("lpips_norm") == LPIPS_NORM_BEFORE:
+        semantic.pop("lpips_norm", None)
+    return semantic
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """Everything that defines one fit of one image by one strategy. Frozen: never changed once built."""
@@ -74,11 +85,7 @@ class RunConfig:
 
     @property
     def run_id(self) -> str:
-        semantic = {k: v for k, v in self.to_dict().items()
-                    if k not in NON_SEMANTIC and not (k in OMITTED_AT_DEFAULT and v == OMITTED_AT_DEFAULT[k])}
-        if not self.lpips or self.lpips_norm == LPIPS_NORM_BEFORE:
-            del semantic["lpips_norm"]
-        blob = json.dumps(semantic, sort_keys=True, default=str)
+        blob = json.dumps(semantic_config(self.to_dict()), sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     @property

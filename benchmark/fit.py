@@ -163,7 +163,9 @@ def fit(cfg: RunConfig, image: np.ndarray, device: torch.device | str = "cpu", l
     torch.set_float32_matmul_precision("high" if cfg.tf32 else "highest")
     try:
         if warm_up:
-            warm_up_outside_timing(task, lambda scratch: cls(scratch, **params), cfg.lr)
+            # under --graph-steps StepGraphs warms up and captures the optimizer's step itself
+            warm_up_outside_timing(task, lambda scratch: cls(scratch, **params),
+                                   None if cfg.graph_steps else optimizer)
         graphs = None
         if cfg.graph_steps:
             graphs = StepGraphs(task, optimizer)
@@ -277,22 +279,28 @@ def scratch_copy(task: Task) -> Task:
     return dataclasses.replace(task, generator=generator)
 
 
-def warm_up_outside_timing(task: Task, make_strategy: Callable[[Task], Strategy], lr: float) -> None:
+def warm_up_outside_timing(task: Task, make_strategy: Callable[[Task], Strategy],
+                           optimizer: torch.optim.Optimizer | None = None, lr: float = 1e-4) -> None:
     """Pay a run's one-off costs before the timed loop, so its train-seconds hold only its steps: in eager mode
     the first use of cuBLAS, of torch.func's JVP and of each kernel in a fresh process (0.04–0.24 s on a GPU);
     under torch.compile the compilation (seconds; minutes of autotuning with max-autotune). A scratch copy of
-    the strategy, with its own generator and a throw-away Adam, takes the steps 0 and 1 (and T-1 when the
+    the strategy, with its own generator, takes the steps 0 and 1 (and T-1 when the
     budget changes over the run, so that the graph for varying batch sizes is built too) with the evaluation
     forward after each; then the parameters are restored and the global random state too. Every path those
     steps take (no-grad full forward, training batch, Soft Mining's coordinate gradient, ...) has run once, and
-    the fit itself starts from the same state as without the warm-up: same parameters, untouched optimizer
-    and generator."""
+    the fit itself starts from the same state as without the warm-up: same parameters, empty optimizer state,
+    untouched generator. The steps use the fit's own `optimizer` when given: the first step of an Adam
+    instance has a one-off host cost (tens of ms on a GPU; with a throw-away Adam step 0 stayed at 3-11x the
+    median step), paid once per instance, so only the fit's own instance can take it outside the timing.
+    Its state is emptied afterwards, so its first timed step initialises it as it would have anyway."""
     saved = [p.detach().clone() for p in task.model.parameters()]
     devices = [task.device] if task.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         scratch = scratch_copy(task)
         strategy = make_strategy(scratch)
-        optimizer = torch.optim.Adam(task.model.parameters(), lr=lr)
+        own = optimizer is not None
+        if not own:
+            optimizer = torch.optim.Adam(task.model.parameters(), lr=lr)
         steps = [0, 1] if task.iters > 1 else [0]
         if task.budget(task.iters - 1) != task.budget(0):
             steps.append(task.iters - 1)
@@ -303,6 +311,8 @@ def warm_up_outside_timing(task: Task, make_strategy: Callable[[Task], Strategy]
         for p, value in zip(task.model.parameters(), saved):
             p.copy_(value)
             p.grad = None
+    if own:
+        optimizer.state.clear()  # Adam's moments and step count start from nothing, as without the warm-up
     wait_for_device(task.device)
 
 

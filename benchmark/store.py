@@ -244,10 +244,10 @@ def _runs_table(rows: pd.DataFrame | list[dict[str, Any]]) -> pa.Table:
 
 # --- set-ups -------------------------------------------------------------------------------------------------
 def _semantic_config(config: dict[str, Any]) -> dict[str, Any]:
-    from .config import NON_SEMANTIC, OMITTED_AT_DEFAULT
+    # imported here: benchmark.config imports torch (through the models), and reading a store needs none
+    from .config import semantic_config
 
-    return {k: v for k, v in config.items()
-            if k not in NON_SEMANTIC and not (k in OMITTED_AT_DEFAULT and v == OMITTED_AT_DEFAULT[k])}
+    return semantic_config(config)
 
 
 def config_key(config: str | dict[str, Any] | None) -> str | None:

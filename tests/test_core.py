@@ -375,6 +375,25 @@ def test_run_id_is_a_hash_of_the_config():
     assert config(chunk_size=64).run_id == a.run_id  # chunking does not change what is computed
 
 
+def test_a_config_stored_before_lpips_norm_reads_as_its_old_value():
+    """Runs stored before --lpips-norm existed have no such field; they computed LPIPS the "fixed" way, so a run
+    with --lpips-norm fixed is the same set-up: one config key and no set-up difference (else a store resumed
+    with that flag could not be reported), while minmax with LPIPS on is another set-up."""
+    import json
+
+    import pandas as pd
+
+    from benchmark.store import config_key, setup_differences
+
+    old = {k: v for k, v in config(lpips=True).to_dict().items() if k != "lpips_norm"}
+    fixed, minmax = (config(lpips=True, lpips_norm=norm).to_dict() for norm in ("fixed", "minmax"))
+    assert old["lpips"] and config_key(old) == config_key(fixed) != config_key(minmax)
+    runs = pd.DataFrame({"label": ["nint"] * 2, "config": [json.dumps(old), json.dumps(fixed)]})
+    assert setup_differences(runs) == []
+    runs["config"] = [json.dumps(old), json.dumps(minmax)]
+    assert setup_differences(runs) == ["nint: 2 runs differ in lpips_norm"]
+
+
 @pytest.mark.parametrize("strategy,schedule,iters", [("nint", "linear", 200), ("soft-mining", "constant", 8)])
 def test_compile_warm_up_builds_every_graph_the_timed_steps_use(strategy, schedule, iters):
     """Nothing is compiled inside the timed loop: after the warm-up, neither a run whose batch size changes every

@@ -138,3 +138,21 @@ def test_bench_warmup_on_the_cpu(tmp_path, capsys):
     assert row["step0_ms"] > 0 and row["median_ms"] > 0 and math.isclose(
         row["step0_over_median"], row["step0_ms"] / row["median_ms"])
     assert (row["height"], row["width"]) == (12, 16)
+
+
+def test_warm_up_steps_the_fits_own_optimizer_then_empties_its_state():
+    """The first step of an Adam instance has a one-off host cost, so the warm-up steps the fit's own optimizer;
+    afterwards its state is empty and the parameters are as before, so the timed loop starts unchanged."""
+    from benchmark.fit import warm_up_outside_timing
+    from conftest import make_task
+
+    task = make_task()
+    cls, params = strategies.resolve("uniform")
+    optimizer = torch.optim.Adam(task.model.parameters(), lr=1e-4)
+    stepped = []
+    optimizer.register_step_post_hook(lambda opt, args, kwargs: stepped.append(len(opt.state)))
+    before = [p.detach().clone() for p in task.model.parameters()]
+    warm_up_outside_timing(task, lambda scratch: cls(scratch, **params), optimizer)
+    assert stepped and stepped[0] == len(before)  # the fit's optimizer took the scratch steps, with state
+    assert len(optimizer.state) == 0
+    assert all(torch.equal(a, b) for a, b in zip(before, task.model.parameters()))
