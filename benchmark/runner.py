@@ -411,6 +411,19 @@ def run_jobs(jobs: list[Job], root: str | os.PathLike, devices: list[str] | None
                             progress, pack, dask, force)
 
 
+def _note_other_lpips_norm(pending: list[Job], done: set[str], root: str) -> None:
+    """A store made before --lpips-norm's default became minmax holds its runs under the old mapping's ids:
+    say how to resume them rather than silently running them again."""
+    from .config import LPIPS_NORMS
+
+    for norm in LPIPS_NORMS:
+        same = [j for j in pending if j.cfg.lpips_norm != norm
+                and dataclasses.replace(j.cfg, lpips_norm=norm).run_id in done]
+        if same:
+            print(f"note: {len(same)} of the runs to do are finished in {root} with --lpips-norm {norm}; "
+                  f"add --lpips-norm {norm} to resume them instead of running them again", file=sys.stderr)
+
+
 def _run_pending(jobs: list[Job], root: str, done: set[str], devices: list[str] | None, workers_per_device: int,
                  lpips_mode: str, lpips_weights: str | None, progress: bool, pack: int = 1, dask: str | None = None,
                  force: bool = False) -> list[dict[str, Any]]:
@@ -423,6 +436,7 @@ def _run_pending(jobs: list[Job], root: str, done: set[str], devices: list[str] 
     skipped = len(distinct & done)
     if skipped:
         print(f"{skipped} of {len(distinct)} runs already finished in {root}: skipped", file=sys.stderr)
+    _note_other_lpips_norm(pending, done, root)
     devices = devices or available_devices()
     slots = [d for d in devices for _ in range(workers_per_device)]
     mode = "exclusive" if workers_per_device == 1 else f"shared-{workers_per_device}"

@@ -476,3 +476,17 @@ def test_cli_lists_and_runs(tmp_path, capsys):
     assert "summary of 2 runs" in out and "s_to_30dB" in out and "nint" in out
     assert run_benchmark.main(["--strategies", "bogus", "--out", str(tmp_path / "r")]) == 2
     assert capsys.readouterr().err.strip().startswith("error: unknown strategy 'bogus'")
+
+
+def test_resuming_a_store_of_the_old_lpips_mapping_says_how(capsys):
+    """Runs stored with --lpips-norm fixed have other ids than the default minmax: the runner names the flag
+    that resumes them instead of running them again without a word."""
+    import datasets
+    from benchmark.runner import Job, _note_other_lpips_norm
+
+    fixed, minmax = config(lpips=True, lpips_norm="fixed"), config(lpips=True, lpips_norm="minmax")
+    job = Job(minmax, datasets.ImageRef("tiny", loader=tiny_image))
+    _note_other_lpips_norm([job], {fixed.run_id}, "store")
+    assert "1 of the runs to do are finished in store with --lpips-norm fixed" in capsys.readouterr().err
+    _note_other_lpips_norm([job], {config(lpips=True, lpips_norm="fixed", seed=1).run_id}, "store")
+    assert capsys.readouterr().err == ""
