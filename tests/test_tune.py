@@ -35,7 +35,8 @@ def _complete(trials):
 
 def test_killed_study_resumes_to_the_total_without_duplicates(tmp_path):
     out = tmp_path / "tune"
-    cmd = [sys.executable, "run_benchmark.py", "tune", *TINY, "--iters", "1500", "--pruner", "none",
+    # 500 iterations: a trial lasts about a second, long enough for the kill to land inside the third
+    cmd = [sys.executable, "run_benchmark.py", "tune", *TINY, "--iters", "500", "--pruner", "none",
            "--n-trials", "4", "--out", str(out)]
     journal = out / "study.journal"
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
