@@ -10,6 +10,7 @@ import time
 
 import pandas as pd
 import pytest
+import torch
 
 import datasets
 import run_benchmark
@@ -220,8 +221,14 @@ def test_sigint_and_sigterm_stop_with_one_line_and_a_whole_store(tmp_path, signu
 
 def test_sigint_during_force_keeps_every_run_whole(tmp_path):
     out = tmp_path / "r"
-    # the finished store to replace: the same command's main() in this process (no second torch start-up)
-    assert run_benchmark.main(small_command(out)[2:]) == 0
+    # the finished store to replace: the same command's main() in this process (no second torch start-up),
+    # on one thread as ENV gives the subprocesses
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert run_benchmark.main(small_command(out)[2:]) == 0
+    finally:
+        torch.set_num_threads(threads)
     before = {r.run_id: r.metrics_sha256 for r in Store(out).scan().finished.itertuples()}
     assert len(before) == 4
     replaced = lambda: any(".1." in p.name for p in (out / "metrics").glob("*.parquet"))  # noqa: E731
