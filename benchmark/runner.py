@@ -9,9 +9,11 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import multiprocessing
 import os
 import platform
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -326,6 +328,10 @@ def execute(job: Job, root: str, device: str | Any, lpips_mode: str = "auto", lp
     """Run one job and store its outcome. `device` is a device name or a queue of device tokens.
     `callback` is passed to `fit` (e.g. an Optuna pruner); a pruned run is stored with status "pruned"."""
     token_queue = None if isinstance(device, str) else device
+    if token_queue is not None and multiprocessing.parent_process() is not None:
+        # a worker process: Ctrl-C reaches the whole process group, and the main process stops the workers
+        # itself; handled here it would only print "Exception ignored" from the queue proxy's finalizer
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     dev = token_queue.get() if token_queue is not None else device
     cfg, started = job.cfg, time.time()
     store = Store(root)
@@ -466,7 +472,6 @@ def _run_pending(jobs: list[Job], root: str, done: set[str], devices: list[str] 
                     iterations.close()
             bar.update()
     else:
-        import multiprocessing
 
         from joblib import Parallel, delayed
 
