@@ -33,7 +33,7 @@ from strategies import resolve
 
 from . import __version__
 from . import memory
-from .config import RunConfig
+from .config import LPIPS_NORMS, RunConfig
 from .errors import BenchError
 from .fit import CALLBACK_EVERY, fit, ms_per_iter
 from .metrics import make_lpips
@@ -420,8 +420,6 @@ def run_jobs(jobs: list[Job], root: str | os.PathLike, devices: list[str] | None
 def _note_other_lpips_norm(pending: list[Job], done: set[str], root: str) -> None:
     """A store made before --lpips-norm's default became minmax holds its runs under the old mapping's ids:
     say how to resume them rather than silently running them again."""
-    from .config import LPIPS_NORMS
-
     for norm in LPIPS_NORMS:
         same = [j for j in pending if j.cfg.lpips_norm != norm
                 and dataclasses.replace(j.cfg, lpips_norm=norm).run_id in done]
