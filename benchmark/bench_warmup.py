@@ -8,7 +8,8 @@ Each (strategy, warm-up on/off) runs in a new Python process, so the one-off cos
 start-up, torch.func's first JVP, first kernel launches) land where they would in a benchmark run. Prints
 step 0, step 1 and the median step in ms, and step 0 / median; writes results/bench/warmup-<gpu>.json.
 Step 0 of a strategy that trains on every pixel or scores every pixel at step 0 (EVOS, NINT) is a costlier
-step by design: compare its "warm" and "cold" rows rather than its ratio alone.
+kind of step by design, so each row also compares step 0 with the median of the later steps of its own kind
+(`Strategy.step_kind`).
 """
 from __future__ import annotations
 
@@ -31,11 +32,18 @@ def measure(image: str, size: int, strategy: str, iters: int, warm_up: bool, dev
 
     img = datasets.to_uint8(datasets.resize_longest(datasets.load_image(image), size))
     cfg = run_config(Path(image).stem, img, strategy, iters, lpips=False)
-    steps = np.diff(fit(cfg, img, device, warm_up=warm_up).metrics["train_seconds"].to_numpy()) * 1000.0
+    result = fit(cfg, img, device, warm_up=warm_up)
+    steps = np.diff(result.metrics["train_seconds"].to_numpy()) * 1000.0
     median = float(np.median(steps))
+    # step 0 of NINT (an NTK refresh) or EVOS (a fitness step) is a costlier kind of step: compare it with the
+    # later steps of its own kind
+    kinds = np.asarray(result.step_kinds)
+    later_same = steps[1:][kinds[1:] == kinds[0]]
+    same = float(np.median(later_same)) if later_same.size else float("nan")
     return {"strategy": strategy, "warm_up": warm_up, "step0_ms": float(steps[0]), "step1_ms": float(steps[1]),
-            "median_ms": median, "step0_over_median": float(steps[0]) / median, "height": int(img.shape[0]),
-            "width": int(img.shape[1])}
+            "median_ms": median, "step0_over_median": float(steps[0]) / median, "step0_kind": str(kinds[0]),
+            "same_kind_steps": int(later_same.size), "same_kind_median_ms": same,
+            "step0_over_same_kind": float(steps[0]) / same, "height": int(img.shape[0]), "width": int(img.shape[1])}
 
 
 def run_child(args: argparse.Namespace, strategy: str, warm_up: bool) -> dict:
@@ -51,13 +59,14 @@ def run_child(args: argparse.Namespace, strategy: str, warm_up: bool) -> dict:
 
 
 def print_header() -> None:
-    print(f"{'strategy':14s} {'warm-up':8s} {'step 0 ms':>10s} {'step 1 ms':>10s} {'median ms':>10s} {'0/median':>9s}",
-          flush=True)
+    print(f"{'strategy':14s} {'warm-up':8s} {'step 0 ms':>10s} {'step 1 ms':>10s} {'median ms':>10s} {'0/median':>9s} "
+          f"{'step 0 kind':>12s} {'kind median':>12s} {'0/kind':>7s}", flush=True)
 
 
 def print_row(r: dict) -> None:
     print(f"{r['strategy']:14s} {'on' if r['warm_up'] else 'off':8s} {r['step0_ms']:10.3f} {r['step1_ms']:10.3f} "
-          f"{r['median_ms']:10.3f} {r['step0_over_median']:9.2f}", flush=True)
+          f"{r['median_ms']:10.3f} {r['step0_over_median']:9.2f} {r['step0_kind']:>12s} "
+          f"{r['same_kind_median_ms']:12.3f} {r['step0_over_same_kind']:7.2f}", flush=True)
 
 
 def main(argv=None) -> int:

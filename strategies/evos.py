@@ -68,6 +68,10 @@ class EVOS(Strategy):
         k = int(p["fitness_start"] + (p["fitness_end"] - p["fitness_start"]) * t / self.task.iters)
         return self.ranking is None or t % k == 1
 
+    def step_kind(self, step):
+        """"fitness" (a full-batch step that also ranks every pixel) or "select"; timing profiles price the two apart."""
+        return "fitness" if self.is_fitness(step) else "select"
+
     def provides_full_pred(self, step):
         return self.is_fitness(step)
 

@@ -138,6 +138,22 @@ def test_bench_warmup_on_the_cpu(tmp_path, capsys):
     assert row["step0_ms"] > 0 and row["median_ms"] > 0 and math.isclose(
         row["step0_over_median"], row["step0_ms"] / row["median_ms"])
     assert (row["height"], row["width"]) == (12, 16)
+    # NINT's step 0 is an NTK refresh: it is also compared with the later refreshes (steps 9 and 19 here)
+    row = bench_warmup.measure(str(path), 0, "nint", 21, True, "cpu")
+    assert row["step0_kind"] == "ntk" and row["same_kind_steps"] == 2
+    assert math.isclose(row["step0_over_same_kind"], row["step0_ms"] / row["same_kind_median_ms"])
+
+
+def test_evos_names_its_fitness_steps_for_timing_profiles():
+    """EVOS's fitness steps train on every pixel: step_kind tells them apart before select runs, so a timing
+    profile prices them apart from the plain steps."""
+    from benchmark.fit import fit
+
+    seen = []
+    result = fit(config(strategy="evos", iters=12, params={"fitness_start": 4, "fitness_end": 4}), tiny_image(),
+                 on_select=lambda t, batch: seen.append(batch.indices is None))
+    assert result.step_kinds == ["fitness" if t % 4 == 0 else "select" for t in range(12)]  # t + 1 = 1, 5, 9
+    assert seen == [k == "fitness" for k in result.step_kinds]  # the fitness steps are the full-batch ones
 
 
 def test_warm_up_steps_the_fits_own_optimizer_then_empties_its_state():
