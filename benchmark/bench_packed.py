@@ -6,14 +6,15 @@ where NINT's fp32 step time goes.
 Parts (the JSON, results/bench/packed-<gpu>.json, is rewritten after each one, so a cut-off run keeps the
 finished parts):
   a  NINT at 768×512 (fp32): ms/it per packed member at K = 1, 4, 8 (the pack's step wall time / K, synchronised)
-     against the exclusive fit's median ms/it; target ≤ 0.35× at K = 8.
+     against the exclusive fit's median ms/it; target ≤ 0.35× at K = 8. Beside it the GEMM floor: the median
+     step's matrix-product FLOPs (torch's FlopCounterMode) at this GPU's measured fp32 rate.
   b  NINT, K = 4 images, 500 iterations: packed against unpacked PSNR trajectories, max |Δ| (target 0.01 dB).
   c  every covered strategy on 3 Kodak images: the time to reach --psnr dB priced from a timing profile
      (200 exclusive steps) against the measured train-seconds of an exclusive run (target within 3 %).
   d  NINT at 512² (a centre crop): peak memory, torch.cuda.max_memory_allocated and nvidia-smi's reading
      (polled while the fit runs), with the NTK in chunks of NTK_CHUNK pixels and in one pass.
   e  NINT fp32 at 512²: ms/it, and a torch.profiler breakdown of steady-state steps: CUDA kernel time against
-     host time per step, kernel launches per step, the kernels that take the time.
+     host time per step, kernel launches per step, the kernels that take the time; and the GEMM floor.
 """
 from __future__ import annotations
 
@@ -28,15 +29,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 import datasets
+import strategies
 from benchmark import ntk
 from benchmark.bench_speed import WARMUP, run_config
 from benchmark.errors import BenchError
-from benchmark.fit import fit
+from benchmark.fit import fit, train_step
+from benchmark.models import build_model
 from benchmark.packed import fit_packed
 from benchmark.profiles import measure_profile, priced_seconds
 from benchmark.store import atomic_write_text
+from benchmark.task import Task, coordinate_grid
 
 COVERED = ["standard", "uniform", "int", "nint", "nint-released", "ntk-only", "egra", "expansive"]
 
@@ -76,6 +81,63 @@ def exclusive_ms(result) -> float:
     return steady_median(np.diff(result.metrics["train_seconds"].to_numpy()) * 1000)
 
 
+def steady_nint(img: np.ndarray, device, warm_steps: int = 70):
+    """NINT past its NTK window (refreshes at u = 1 … 60) on the fit's own code path: (strategy, optimizer,
+    next step). Its later steps are the median step of a run: a full no-grad forward plus a 20 % train step."""
+    h, w = img.shape[:2]
+    torch.manual_seed(0)
+    model = build_model("siren").to(device)
+    targets = torch.from_numpy(datasets.to_float(img)).to(device).reshape(-1, 3)
+    gen = torch.Generator(device=device)
+    gen.manual_seed(0)
+    task = Task(model, coordinate_grid(h, w, device), targets, datasets.to_uint8(img), h, w, 1000, 0.2,
+                "constant", "dense", gen)
+    cls, params = strategies.resolve("nint")
+    strat = cls(task, **params)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    for t in range(warm_steps):
+        train_step(strat, opt, t)
+    return strat, opt, warm_steps
+
+
+def step_flops(strat, opt, t: int) -> int:
+    """Matrix-product FLOPs of training step t (forward, backward and scoring), counted by torch's FlopCounterMode."""
+    with FlopCounterMode(display=False) as counter:
+        train_step(strat, opt, t)
+    return int(counter.get_total_flops())
+
+
+def gemm_tflops(rows: int, width: int, device, repeats: int = 20) -> float:
+    """The fp32 rate this GPU reaches on the model's own product shape, (rows × width) @ (width × width),
+    without TF32: the divisor of the GEMM floor."""
+    a = torch.randn(rows, width, device=device)
+    b = torch.randn(width, width, device=device)
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    try:
+        for _ in range(3):
+            a @ b
+        wait = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
+        wait()
+        started = time.perf_counter()
+        for _ in range(repeats):
+            a @ b
+        wait()
+        seconds = time.perf_counter() - started
+    finally:
+        torch.set_float32_matmul_precision(previous)
+    return 2.0 * rows * width * width * repeats / seconds / 1e12
+
+
+def gemm_floor(img: np.ndarray, device) -> dict:
+    """The least time fp32 matrix products allow for NINT's median step on img: its FLOPs at the GPU's measured
+    fp32 GEMM rate. Packing batches the products but cannot lower this per member."""
+    strat, opt, t = steady_nint(img, device)
+    flops = step_flops(strat, opt, t)
+    rate = gemm_tflops(strat.task.n_pixels, 256, device)
+    return {"step_gflop": flops / 1e9, "fp32_gemm_tflops": rate, "floor_ms": flops / (rate * 1e12) * 1000}
+
+
 def part_a(images, iters: int, device) -> dict:
     out = {"strategy": "nint", "size": "768x512", "iters": iters, "rows": []}
     name, img = images[0]
@@ -89,6 +151,8 @@ def part_a(images, iters: int, device) -> dict:
         out["rows"].append({"K": k, "pack_ms": per_member * k, "member_ms": per_member, "ratio": per_member / alone,
                             "peak_memory_mb": packed.results[0].peak_memory_mb})
         torch.cuda.empty_cache()
+    out["gemm_floor"] = floor = gemm_floor(img, device)
+    out["floor_ratio"] = floor["floor_ms"] / alone  # the lowest member_ms / exclusive_ms fp32 GEMMs allow
     out["target"] = "member_ms / exclusive_ms <= 0.35 at K = 8"
     return out
 
@@ -185,29 +249,12 @@ def part_e(img512, iters: int, device) -> dict:
     cfg = cfg_for("crop512", img512, "nint", iters, psnr_every=iters)
     plain = fit(cfg, img512, device)
     steps = 20
-    from benchmark.fit import train_step
-    from benchmark.models import build_model
-    from benchmark.task import Task, coordinate_grid
-    import strategies
-
     # a steady-state NINT (past its NTK window) on the fit's own code path, without evaluation in between
-    h, w = img512.shape[:2]
-    torch.manual_seed(0)
-    model = build_model("siren").to(device)
-    targets = torch.from_numpy(datasets.to_float(img512)).to(device).reshape(-1, 3)
-    gen = torch.Generator(device=device)
-    gen.manual_seed(0)
-    task = Task(model, coordinate_grid(h, w, device), targets, datasets.to_uint8(img512), h, w, 1000, 0.2,
-                "constant", "dense", gen)
-    cls, params = strategies.resolve("nint")
-    strat = cls(task, **params)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-    for t in range(70):  # refreshes at u = 1 … 60, then the steady state
-        train_step(strat, opt, t)
+    strat, opt, first = steady_nint(img512, device)
     torch.cuda.synchronize()
     t0 = time.perf_counter()
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-        for t in range(70, 70 + steps):
+        for t in range(first, first + steps):
             train_step(strat, opt, t)
         torch.cuda.synchronize()
     wall_ms = 1000 * (time.perf_counter() - t0) / steps
@@ -220,7 +267,7 @@ def part_e(img512, iters: int, device) -> dict:
     return {
         "strategy": "nint", "size": "512x512", "fit_ms_per_it": exclusive_ms(plain),
         "profiled_wall_ms_per_step": wall_ms, "kernel_ms_per_step": total_kernel_us / 1000 / steps,
-        "kernel_launches_per_step": launches / steps,
+        "kernel_launches_per_step": launches / steps, "gemm_floor": gemm_floor(img512, device),
         "top_kernels": [{"name": e.key[:120], "ms_per_step": e.self_device_time_total / 1000 / steps,
                          "launches_per_step": e.count / steps} for e in kernels[:15]],
         "top_host_ops": [{"name": e.key[:80], "self_cpu_ms_per_step": e.self_cpu_time_total / 1000 / steps,
@@ -236,6 +283,10 @@ def print_report(report: dict) -> None:
         for r in a["rows"]:
             print(f"{r['K']:>3} {r['pack_ms']:>13.2f} {r['member_ms']:>13.2f} {r['ratio']:>12.3f} "
                   f"{(r['peak_memory_mb'] or 0):>9.0f}")
+        if "gemm_floor" in a:
+            f = a["gemm_floor"]
+            print(f"GEMM floor: {f['step_gflop']:.1f} GFLOP per step at {f['fp32_gemm_tflops']:.1f} fp32 TFLOP/s = "
+                  f"{f['floor_ms']:.2f} ms, {a['floor_ratio']:.3f}× exclusive (no pack can go lower in fp32)")
     b = report.get("b")
     if b and "rows" in b:
         print(f"\n(b) packed vs unpacked NINT, K=4, {b['iters']} it: max |ΔPSNR| {b['max_abs_dpsnr']:.5f} dB")
@@ -257,6 +308,10 @@ def print_report(report: dict) -> None:
     if e and "top_kernels" in e:
         print(f"\n(e) NINT fp32 512²: fit {e['fit_ms_per_it']:.2f} ms/it; profiled step {e['profiled_wall_ms_per_step']:.2f}"
               f" ms wall, {e['kernel_ms_per_step']:.2f} ms of kernels, {e['kernel_launches_per_step']:.0f} launches")
+        if "gemm_floor" in e:
+            f = e["gemm_floor"]
+            print(f"  GEMM floor: {f['step_gflop']:.1f} GFLOP at {f['fp32_gemm_tflops']:.1f} fp32 TFLOP/s = "
+                  f"{f['floor_ms']:.2f} ms")
         for k in e["top_kernels"]:
             print(f"  {k['ms_per_step']:7.3f} ms {k['launches_per_step']:5.1f}×  {k['name'][:90]}")
     for part, value in report.items():

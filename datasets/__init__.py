@@ -24,6 +24,7 @@ from typing import Any, Callable
 import numpy as np
 
 from benchmark.errors import BenchError
+from benchmark.interrupt import signals_deferred
 
 HERE = Path(__file__).resolve().parent
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".ppm")
@@ -47,7 +48,10 @@ class ImageRef:
 
     def read(self, convert_rgb: bool = False) -> np.ndarray:
         if self.loader is not None:
-            arr = self.loader()
+            # skimage's reader (imageio) leaves a half-made plugin that prints a traceback at exit when Ctrl-C
+            # lands inside it: the signal waits for the read, which takes milliseconds
+            with signals_deferred():
+                arr = self.loader()
             if arr.shape[0] * arr.shape[1] > self.max_pixels:
                 raise BenchError(f"image {self.id} is {arr.shape[1]}×{arr.shape[0]} pixels, more than --max-pixels "
                                  f"{self.max_pixels}; pass --max-pixels {arr.shape[0] * arr.shape[1]} to read it")

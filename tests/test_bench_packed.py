@@ -23,3 +23,19 @@ def test_bench_packed_parts_a_b_c_run_and_write_json(tmp_path, capsys):
     assert report["b"]["max_abs_dpsnr"] < 1e-6  # packed = unpacked on the CPU
     assert {r["image"] for r in report["c"]["rows"]} == {"kodim01", "kodim02", "kodim03"}
     assert "(a) NINT" in capsys.readouterr().out
+    assert report["a"]["gemm_floor"]["floor_ms"] > 0 and report["a"]["floor_ratio"] > 0
+
+
+def test_the_gemm_floor_counts_the_median_nint_steps_matrix_products():
+    """A steady NINT step is a full no-grad forward plus forward and backward on its 20 % batch; the input
+    coordinates need no gradient, so the first layer's input-gradient product is not done."""
+    import torch
+
+    img = tiny_image(12, 16)
+    strat, opt, t = bench_packed.steady_nint(img, "cpu")
+    linears = [m for m in strat.task.model.modules() if isinstance(m, torch.nn.Linear)]
+    per_pixel = sum(2 * m.in_features * m.out_features for m in linears)
+    first = 2 * linears[0].in_features * linears[0].out_features
+    n, b = strat.task.n_pixels, strat.task.budget(t)
+    assert strat.step_kind(t) == "scoring"
+    assert bench_packed.step_flops(strat, opt, t) == per_pixel * n + (3 * per_pixel - first) * b

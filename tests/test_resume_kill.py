@@ -240,6 +240,24 @@ def test_sigint_during_force_keeps_every_run_whole(tmp_path):
     assert 1 <= sum(after[k] != before[k] for k in after) < 4
 
 
+def test_sigint_during_a_packaged_image_read_waits_for_the_read():
+    """A package's image reader (skimage, through imageio) is not stopped half-way: Ctrl-C inside it is raised
+    once the read is done, so no half-made reader object is left to print a traceback at exit."""
+    from benchmark.interrupt import Interrupted, stop_on_signals
+
+    done = []
+
+    def reader():
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)
+        done.append(1)
+        return tiny_image()
+
+    with stop_on_signals(), pytest.raises(Interrupted):
+        datasets.ImageRef("packaged", loader=reader).read()
+    assert done == [1]
+
+
 def test_sigint_during_a_store_write_waits_for_the_write(tmp_path, monkeypatch):
     """The signal arrives while a replacement run is being written: the write completes, then it stops."""
     root = tmp_path / "r"
