@@ -16,7 +16,7 @@ varies across the runs (model, net = depth×width, mt_ratio, lr, …), so differ
 
 Every table of means is over one image set: the (image, seed) pairs that every row finished; its note lists the
 pairs left out and why (missing, failed, diverged), and a row present on fewer than half of the pairs gets a
-table of its own. Cells are means over images (seeds averaged per image first). PSNR columns use one named
+table of its own. A store that holds several suites gets every table once per suite (<table>_<suite>). Cells are means over images (seeds averaged per image first). PSNR columns use one named
 reading (--psnr-reading): best so far (default, the NINT/INT releases' reading), at the iteration, or the median
 of the last 5% of iterations. Times and iterations to a target are medians over all runs with "not reached"
 counted as later than any reached ('>T' when the median is such a run), next to 'k/n reached'.
@@ -46,7 +46,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -193,6 +193,7 @@ class TableResult:
     left_out: pd.DataFrame  # image, seed, label, reason (missing | failed | diverged) of pairs not in `units`
     note: str
     timing: str | None = None  # the timing group of a table with time columns
+    suite: str | None = None  # the suite of a table when the store holds several (each gets its own tables)
 
 
 def _sort_key(value: Any) -> Any:
@@ -392,6 +393,20 @@ def by_timing_group(values: pd.DataFrame, name: str, caption: str, columns: list
         for t in tables:
             t.timing = group
         out += tables
+    return out
+
+
+def per_suite(values: pd.DataFrame, build: Callable[[pd.DataFrame], list[TableResult]]) -> list[TableResult]:
+    """build(values), once per suite when the store holds several: different suites have different images, so
+    no table averages over them (each suite's tables are named <table>_<suite>)."""
+    suites = sorted(values["suite"].astype(str).unique())
+    if len(suites) == 1:
+        return build(values)
+    out = []
+    for suite in suites:
+        for table in build(values[values["suite"].astype(str) == suite]):
+            table.name, table.caption, table.suite = f"{table.name}_{_slug(suite)}", f"{table.caption} (suite {suite})", suite
+            out.append(table)
     return out
 
 
@@ -1038,10 +1053,11 @@ def build_report(results: str | Path, out: str | Path | None = None, study: str 
     references = [baseline] + ([SECOND_REFERENCE] if SECOND_REFERENCE != baseline else [])
     kw = {"references": references, "failed": _failed(scan.runs), "interval": interval, "seed": seed}
     groups = sorted(values["timing_group"].unique())
-    built = (table_a(values, iter_checkpoints, reading, **kw) + table_readings(values, iter_checkpoints, **kw)
-             + table_b(values, targets, **kw) + table_c(values, size_checkpoints, reading, **kw)
-             + table_d(values, seconds, arch_target, reading, **kw)
-             + table_ablation(values, iter_checkpoints, 30.0, reading, **kw))
+    built = per_suite(values, lambda part: (
+        table_a(part, iter_checkpoints, reading, **kw) + table_readings(part, iter_checkpoints, **kw)
+        + table_b(part, targets, **kw) + table_c(part, size_checkpoints, reading, **kw)
+        + table_d(part, seconds, arch_target, reading, **kw)
+        + table_ablation(part, iter_checkpoints, 30.0, reading, **kw)))
     readings = {"best": "the best PSNR so far (the NINT/INT releases' reading)", "at": "the PSNR at that iteration",
                 "last5": "the median PSNR over the last 5% of iterations up to it"}
     doc = [f"# Report of `{results}`", "",
@@ -1062,12 +1078,17 @@ def build_report(results: str | Path, out: str | Path | None = None, study: str 
         doc += section
         written.update(files)
     figures_dir = out / "figures"
-    main = tables["table_a"] if "table_a" in tables else None
     shown = values[values["status"] == "ok"]
-    if main is not None:  # the figures show Table A's rows over Table A's image set
-        labels = set(main.means.index.get_level_values("label"))
-        units = set(main.units)
-        shown = shown[shown["label"].isin(labels).to_numpy() & _in_units(shown, units)]
+    suites = sorted(values["suite"].astype(str).unique())
+    mains = [t for t in built if t.name in {"table_a", *(f"table_a_{_slug(x)}" for x in suites)}]
+    if mains:  # the figures show Table A's rows over Table A's image set (each suite's own, when several)
+        keep = np.zeros(len(shown), dtype=bool)
+        for main in mains:
+            rows = shown["label"].isin(set(main.means.index.get_level_values("label")))
+            if main.suite is not None:
+                rows &= shown["suite"].astype(str) == main.suite
+            keep |= rows.to_numpy() & _in_units(shown, set(main.units))
+        shown = shown[keep]
     figures = (curve_figures(shown, metrics, figures_dir, seed, resamples, reading)
                + [final_psnr_figure(shown, figures_dir, seed, reading)])
     if selection_maps:

@@ -19,21 +19,21 @@ ITERS = 1000
 def write_run(store: Store, run_id: str, label: str, image: str, psnr, *, strategy: str | None = None,
               params: dict | None = None, model: str = "siren", model_params: dict | None = None,
               seed: int = 0, seconds_per_iter: float = 0.01, ssim: float = 0.9, lpips: float = 0.1,
-              psnr_every: int = 1) -> None:
+              psnr_every: int = 1, suite: str = "synthetic") -> None:
     """One finished run whose PSNR after t updates is psnr(t) (recorded every `psnr_every` rows and at the end)
     and whose train-seconds are t × seconds_per_iter."""
     t = np.arange(ITERS + 1)
     evaluated = t % 100 == 0
     recorded = (t % psnr_every == 0) | evaluated | (t == ITERS)
     metrics = pd.DataFrame({
-        "run_id": run_id, "suite": "synthetic", "image": image, "strategy": label, "seed": seed, "iteration": t,
+        "run_id": run_id, "suite": suite, "image": image, "strategy": label, "seed": seed, "iteration": t,
         "train_seconds": t * seconds_per_iter, "loss": np.nan,
         "psnr": [float(psnr(i)) if r else np.nan for i, r in zip(t, recorded)],
         "ssim": np.where(evaluated, ssim, np.nan), "lpips": np.where(evaluated, lpips, np.nan),
         "sampled_fraction": 0.2,
     })
     row = {name: None for name in RUNS_SCHEMA.names}
-    row.update(run_id=run_id, status="ok", suite="synthetic", image=image, strategy=strategy or label.split("[")[0],
+    row.update(run_id=run_id, status="ok", suite=suite, image=image, strategy=strategy or label.split("[")[0],
                label=label, seed=seed, iters=ITERS, mt_ratio=0.2, ratio_schedule="constant", interval="dense",
                model=model, lr=1e-4, lr_schedule="constant", params=json.dumps(params or {}),
                model_params=json.dumps(model_params or {}), config=json.dumps({"max_size": 0}),
@@ -146,6 +146,23 @@ def test_a_strategy_missing_one_image_is_not_averaged_over_another_set(tmp_path)
     assert [p.name for p in parts] == ["table_a", "table_a_uniform"]
     assert "uniform" not in parts[0].means.index.get_level_values("label") and "own" in parts[0].note
     assert list(parts[1].means.index) == [("standard",), ("uniform",)] and parts[1].units == [("img1", 0)]
+
+
+def test_a_store_of_two_suites_gets_each_suites_own_tables(tmp_path):
+    """Two suites have different images: no table averages over both (and none is left empty)."""
+    store = Store(tmp_path / "res")
+    for suite, images, offset in (("kodak", ("kodim01", "kodim02", "kodim03"), 0.0), ("div2k16", ("00", "01"), 5.0)):
+        for i, img in enumerate(images):
+            write_run(store, f"s-{img}", "standard", img, lambda t, o=offset + i: 20 + o + t / 100, suite=suite)
+            write_run(store, f"n-{img}", "nint", img, lambda t, o=offset + i: 21 + o + t / 100, suite=suite)
+    built = report.build_report(store.root, tmp_path / "out", html=False, resamples=10)
+    a = {name: built["tables"][name] for name in ("table_a_kodak", "table_a_div2k16")}
+    assert "table_a" not in built["tables"]
+    assert a["table_a_kodak"].units == [("kodim01", 0), ("kodim02", 0), ("kodim03", 0)]
+    assert a["table_a_div2k16"].units == [("00", 0), ("01", 0)] and "(suite div2k16)" in a["table_a_div2k16"].caption
+    assert a["table_a_kodak"].means.loc[("standard",), "best PSNR ≤1000"].mean == pytest.approx(31.0)  # 30 + 0, 1, 2
+    assert a["table_a_div2k16"].means.loc[("nint",), "best PSNR ≤1000"].mean == pytest.approx(36.5)  # 31 + 5, 6
+    assert a["table_a_kodak"].comparisons["standard"].loc[("nint",), "Δ best PSNR ≤1000"].n == 3
 
 
 def test_diverged_pairs_are_left_out_and_named(tmp_path):
