@@ -357,6 +357,31 @@ def test_a_version_1_store_reads_refuses_new_runs_and_upgrades(store, capsys):
     assert len(runs) == 4 and len(metrics) == len(v2_metrics)
 
 
+def test_compact_rewrites_old_metrics_files_with_the_same_values(tmp_path, monkeypatch, capsys):
+    root = tmp_path / "r"
+    monkeypatch.setattr(store_mod, "METRICS_ENCODING", {})  # Parquet's defaults, as stores written before
+    run_jobs(tiny_jobs(), root, ["cpu"], progress=False)
+    monkeypatch.undo()
+    key = ["run_id", "iteration"]
+    runs, metrics = load(root)
+    assert not any(store_mod.is_compact(p) for p in (root / "metrics").iterdir())
+    assert store_mod.main(["compact", str(root)]) == 0
+    assert capsys.readouterr().out.startswith(f"{root}: 4 metrics files rewritten, ")
+    after_runs, after = load(root)
+    pd.testing.assert_frame_equal(after.sort_values(key).reset_index(drop=True),
+                                  metrics.sort_values(key).reset_index(drop=True))
+    drop = ["metrics_file", "metrics_bytes", "metrics_sha256"]
+    pd.testing.assert_frame_equal(after_runs.drop(columns=drop).sort_values("run_id").reset_index(drop=True),
+                                  runs.drop(columns=drop).sort_values("run_id").reset_index(drop=True))
+    files = list((root / "metrics").iterdir())
+    assert len(files) == 4 and all(store_mod.is_compact(p) for p in files)  # the old files are gone
+    scan = Store(root, readonly=True).scan()
+    assert not scan.damaged and not scan.orphans and not scan.foreign
+    assert store_mod.main(["compact", str(root)]) == 0 and "all compact already" in capsys.readouterr().out
+    run_jobs(tiny_jobs("egra", seeds=(0,)), root, ["cpu"], progress=False)  # new runs are written compact
+    assert all(store_mod.is_compact(p) for p in (root / "metrics").iterdir())
+
+
 def test_every_committed_store_reads(tmp_path):
     """The stores under results/ load with every finished run verified (legacy checks for version 1)."""
     stores = [d for d in sorted((ROOT / "results").iterdir()) if (d / "runs").is_dir()]
