@@ -1,19 +1,21 @@
 """Packed fits on a GPU: throughput per member, equality with unpacked runs, profile-priced time, NTK memory and
 where NINT's fp32 step time goes.
 
-    python -m benchmark.bench_packed --kodak-dir scratch/kodak [--parts a,b,c,d,e] [--out results/bench]
+    python -m benchmark.bench_packed --kodak-dir scratch/kodak [--parts a,b,c,d,e] [--tf32] [--out results/bench]
+
+Every fit and pack runs in fp32, or with TF32 matrix products under --tf32 (written to packed-<gpu>-tf32.json).
 
 Parts (the JSON, results/bench/packed-<gpu>.json, is rewritten after each one, so a cut-off run keeps the
 finished parts):
-  a  NINT at 768×512 (fp32): ms/it per packed member at K = 1, 4, 8 (the pack's step wall time / K, synchronised)
+  a  NINT at 768×512: ms/it per packed member at K = 1, 4, 8 (the pack's step wall time / K, synchronised)
      against the exclusive fit's median ms/it; target ≤ 0.35× at K = 8. Beside it the GEMM floor: the median
-     step's matrix-product FLOPs (torch's FlopCounterMode) at this GPU's measured fp32 rate.
+     step's matrix-product FLOPs (torch's FlopCounterMode) at this GPU's measured rate in those numerics.
   b  NINT, K = 4 images, 500 iterations: packed against unpacked PSNR trajectories, max |Δ| (target 0.01 dB).
   c  every covered strategy on 3 Kodak images: the time to reach --psnr dB priced from a timing profile
      (200 exclusive steps) against the measured train-seconds of an exclusive run (target within 3 %).
   d  NINT at 512² (a centre crop): peak memory, torch.cuda.max_memory_allocated and nvidia-smi's reading
      (polled while the fit runs), with the NTK in chunks of NTK_CHUNK pixels and in one pass.
-  e  NINT fp32 at 512²: ms/it, and a torch.profiler breakdown of steady-state steps: CUDA kernel time against
+  e  NINT at 512²: ms/it, and a torch.profiler breakdown of steady-state steps: CUDA kernel time against
      host time per step, kernel launches per step, the kernels that take the time; and the GEMM floor.
 """
 from __future__ import annotations
@@ -25,6 +27,7 @@ import statistics
 import subprocess
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -68,8 +71,11 @@ def crop512(img: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(img[top:top + side, left:left + side])
 
 
+NUMERICS = {"tf32": False}  # set once by main (--tf32) for every fit and pack of the run
+
+
 def cfg_for(image_id, img, strategy, iters, seed=0, **kw):
-    return run_config(image_id, img, strategy, iters, seed=seed, **kw)
+    return run_config(image_id, img, strategy, iters, seed=seed, **{**NUMERICS, **kw})
 
 
 def steady_median(values: np.ndarray) -> float:
@@ -107,14 +113,23 @@ def step_flops(strat, opt, t: int) -> int:
     return int(counter.get_total_flops())
 
 
-def gemm_tflops(rows: int, width: int, device, repeats: int = 20) -> float:
-    """The fp32 rate this GPU reaches on the model's own product shape, (rows × width) @ (width × width),
-    without TF32: the divisor of the GEMM floor."""
+@contextmanager
+def matmul_precision(tf32: bool):
+    """fp32 matrix products in TF32 (as a fit with --tf32) or in full fp32 inside the block."""
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("high" if tf32 else "highest")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(previous)
+
+
+def gemm_tflops(rows: int, width: int, device, tf32: bool = False, repeats: int = 20) -> float:
+    """The rate this GPU reaches on the model's own product shape, (rows × width) @ (width × width), in fp32
+    (or TF32): the divisor of the GEMM floor."""
     a = torch.randn(rows, width, device=device)
     b = torch.randn(width, width, device=device)
-    previous = torch.get_float32_matmul_precision()
-    torch.set_float32_matmul_precision("highest")
-    try:
+    with matmul_precision(tf32):
         for _ in range(3):
             a @ b
         wait = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
@@ -124,23 +139,22 @@ def gemm_tflops(rows: int, width: int, device, repeats: int = 20) -> float:
             a @ b
         wait()
         seconds = time.perf_counter() - started
-    finally:
-        torch.set_float32_matmul_precision(previous)
     return 2.0 * rows * width * width * repeats / seconds / 1e12
 
 
 def gemm_floor(img: np.ndarray, device) -> dict:
-    """The least time fp32 matrix products allow for NINT's median step on img: its FLOPs at the GPU's measured
-    fp32 GEMM rate. Packing batches the products but cannot lower this per member."""
+    """The least time matrix products allow for NINT's median step on img: its FLOPs at the GPU's measured GEMM
+    rate in the run's numerics. Packing batches the products but cannot lower this per member."""
     strat, opt, t = steady_nint(img, device)
     flops = step_flops(strat, opt, t)
-    rate = gemm_tflops(strat.task.n_pixels, 256, device)
-    return {"step_gflop": flops / 1e9, "fp32_gemm_tflops": rate, "floor_ms": flops / (rate * 1e12) * 1000}
+    rate = gemm_tflops(strat.task.n_pixels, 256, device, NUMERICS["tf32"])
+    return {"step_gflop": flops / 1e9, "gemm_tflops": rate, "numerics": "tf32" if NUMERICS["tf32"] else "fp32",
+            "floor_ms": flops / (rate * 1e12) * 1000}
 
 
 def part_a(images, iters: int, device) -> dict:
-    out = {"strategy": "nint", "size": "768x512", "iters": iters, "rows": []}
     name, img = images[0]
+    out = {"strategy": "nint", "size": f"{img.shape[1]}x{img.shape[0]}", "iters": iters, "rows": []}
     alone = exclusive_ms(fit(cfg_for(name, img, "nint", iters, psnr_every=iters), img, device))
     out["exclusive_ms"] = alone
     for k in (1, 4, 8):
@@ -253,7 +267,7 @@ def part_e(img512, iters: int, device) -> dict:
     strat, opt, first = steady_nint(img512, device)
     torch.cuda.synchronize()
     t0 = time.perf_counter()
-    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+    with matmul_precision(NUMERICS["tf32"]), profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         for t in range(first, first + steps):
             train_step(strat, opt, t)
         torch.cuda.synchronize()
@@ -265,7 +279,8 @@ def part_e(img512, iters: int, device) -> dict:
     cpu_ops = sorted((e for e in prof.key_averages() if e.device_type == torch.autograd.DeviceType.CPU),
                      key=lambda e: e.self_cpu_time_total, reverse=True)
     return {
-        "strategy": "nint", "size": "512x512", "fit_ms_per_it": exclusive_ms(plain),
+        "strategy": "nint", "size": "512x512", "numerics": "tf32" if NUMERICS["tf32"] else "fp32",
+        "fit_ms_per_it": exclusive_ms(plain),
         "profiled_wall_ms_per_step": wall_ms, "kernel_ms_per_step": total_kernel_us / 1000 / steps,
         "kernel_launches_per_step": launches / steps, "gemm_floor": gemm_floor(img512, device),
         "top_kernels": [{"name": e.key[:120], "ms_per_step": e.self_device_time_total / 1000 / steps,
@@ -278,15 +293,15 @@ def part_e(img512, iters: int, device) -> dict:
 def print_report(report: dict) -> None:
     a = report.get("a")
     if a and "rows" in a:
-        print(f"\n(a) NINT 768×512, exclusive {a['exclusive_ms']:.2f} ms/it")
+        print(f"\n(a) NINT {a['size'].replace('x', '×')}, exclusive {a['exclusive_ms']:.2f} ms/it")
         print(f"{'K':>3} {'pack ms/step':>13} {'member ms/it':>13} {'× exclusive':>12} {'peak MB':>9}")
         for r in a["rows"]:
             print(f"{r['K']:>3} {r['pack_ms']:>13.2f} {r['member_ms']:>13.2f} {r['ratio']:>12.3f} "
                   f"{(r['peak_memory_mb'] or 0):>9.0f}")
         if "gemm_floor" in a:
             f = a["gemm_floor"]
-            print(f"GEMM floor: {f['step_gflop']:.1f} GFLOP per step at {f['fp32_gemm_tflops']:.1f} fp32 TFLOP/s = "
-                  f"{f['floor_ms']:.2f} ms, {a['floor_ratio']:.3f}× exclusive (no pack can go lower in fp32)")
+            print(f"GEMM floor: {f['step_gflop']:.1f} GFLOP per step at {f['gemm_tflops']:.1f} {f['numerics']} "
+                  f"TFLOP/s = {f['floor_ms']:.2f} ms, {a['floor_ratio']:.3f}× exclusive (no pack can go lower)")
     b = report.get("b")
     if b and "rows" in b:
         print(f"\n(b) packed vs unpacked NINT, K=4, {b['iters']} it: max |ΔPSNR| {b['max_abs_dpsnr']:.5f} dB")
@@ -306,11 +321,11 @@ def print_report(report: dict) -> None:
                   f"{r['nvidia_smi_peak_mb']} MB, {r['ms_per_it']:.2f} ms/it")
     e = report.get("e")
     if e and "top_kernels" in e:
-        print(f"\n(e) NINT fp32 512²: fit {e['fit_ms_per_it']:.2f} ms/it; profiled step {e['profiled_wall_ms_per_step']:.2f}"
+        print(f"\n(e) NINT {e.get('numerics', 'fp32')} 512²: fit {e['fit_ms_per_it']:.2f} ms/it; profiled step {e['profiled_wall_ms_per_step']:.2f}"
               f" ms wall, {e['kernel_ms_per_step']:.2f} ms of kernels, {e['kernel_launches_per_step']:.0f} launches")
         if "gemm_floor" in e:
             f = e["gemm_floor"]
-            print(f"  GEMM floor: {f['step_gflop']:.1f} GFLOP at {f['fp32_gemm_tflops']:.1f} fp32 TFLOP/s = "
+            print(f"  GEMM floor: {f['step_gflop']:.1f} GFLOP at {f['gemm_tflops']:.1f} {f['numerics']} TFLOP/s = "
                   f"{f['floor_ms']:.2f} ms")
         for k in e["top_kernels"]:
             print(f"  {k['ms_per_step']:7.3f} ms {k['launches_per_step']:5.1f}×  {k['name'][:90]}")
@@ -329,19 +344,23 @@ def main(argv=None) -> int:
     ap.add_argument("--psnr", type=float, default=30.0, help="level for part c's time-to-PSNR")
     ap.add_argument("--strategies-c", default=",".join(COVERED))
     ap.add_argument("--iters-d", type=int, default=100)
+    ap.add_argument("--tf32", action="store_true", help="TF32 matrix products in every fit, pack and floor of the "
+                                                         "run (parts a, b, c, e; default fp32)")
     ap.add_argument("--out", default="results/bench")
     ap.add_argument("--device", default="cuda:0" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--release-dir", help="not used by these parts (release comparisons: benchmark.bench_release)")
     args = ap.parse_args(argv)
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
+    NUMERICS["tf32"] = args.tf32
     device = args.device
     need = 8 if "a" in parts else 4
     images = landscape(args.kodak_dir, need)
     img512 = crop512(images[0][1])
     gpu = torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else "cpu"
-    dest = Path(args.out) / f"packed-{gpu.replace(' ', '_')}.json"
+    dest = Path(args.out) / f"packed-{gpu.replace(' ', '_')}{'-tf32' if args.tf32 else ''}.json"
     dest.parent.mkdir(parents=True, exist_ok=True)
-    report: dict = {"gpu": gpu, "torch": torch.__version__, "images": [n for n, _ in images]}
+    report: dict = {"gpu": gpu, "torch": torch.__version__, "numerics": "tf32" if args.tf32 else "fp32",
+                    "images": [n for n, _ in images]}
     runners = {
         "a": lambda: part_a(images, args.iters_a, device),
         "b": lambda: part_b(images, args.iters_b, device),

@@ -22,8 +22,9 @@ def test_bench_packed_parts_a_b_c_run_and_write_json(tmp_path, capsys):
     assert [r["K"] for r in report["a"]["rows"]] == [1, 4, 8]
     assert report["b"]["max_abs_dpsnr"] < 1e-6  # packed = unpacked on the CPU
     assert {r["image"] for r in report["c"]["rows"]} == {"kodim01", "kodim02", "kodim03"}
-    assert "(a) NINT" in capsys.readouterr().out
+    assert "(a) NINT 8×6, exclusive" in capsys.readouterr().out
     assert report["a"]["gemm_floor"]["floor_ms"] > 0 and report["a"]["floor_ratio"] > 0
+    assert report["numerics"] == "fp32" and report["a"]["gemm_floor"]["numerics"] == "fp32"
 
 
 def test_the_gemm_floor_counts_the_median_nint_steps_matrix_products():
