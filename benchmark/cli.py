@@ -253,24 +253,8 @@ def plan_run(args: argparse.Namespace, model_params: Any = None) -> tuple[list, 
     return jobs, args.out or f"results/{suite}", [(m, v) for m in models for v in variants]
 
 
-def _check_devices(devices: list[str]) -> None:
-    """Every --devices entry must exist here, so a typo stops the suite instead of failing each run."""
-    import torch
-
-    for name in devices:
-        try:
-            dev = torch.device(name)
-        except RuntimeError:
-            raise BenchError(f"--devices: {name!r} is not a device name; write cpu or cuda:N, e.g. --devices cuda:0,cuda:1") from None
-        if dev.type == "cuda":
-            count = torch.cuda.device_count()
-            if count == 0 or (dev.index or 0) >= count:
-                raise BenchError(f"--devices: {name} is not available, this machine has {count} visible GPU(s) "
-                                 f"({', '.join(f'cuda:{i}' for i in range(count)) or 'use cpu'})")
-
-
 def run_main(argv: list[str], prog: str = "nint-bench run") -> int:
-    from .runner import csv_list, run_jobs
+    from .runner import check_devices, csv_list, run_jobs
 
     args, model_params = parse_run(argv, prog)
     listed = [name for name in LISTS if getattr(args, f"list_{name}")]
@@ -281,8 +265,7 @@ def run_main(argv: list[str], prog: str = "nint-bench run") -> int:
               f"{args.suite}/{args.images} at {args.max_size} px, {args.iters} iterations); see --help for the full "
               "benchmark", file=sys.stderr)
     jobs, out, variants = plan_run(args, model_params)
-    devices = csv_list(args.devices) or None
-    _check_devices(devices or [])
+    devices = check_devices(csv_list(args.devices)) or None
     if args.workers_per_device < 1:
         raise BenchError(f"--workers-per-device must be >= 1, got {args.workers_per_device}")
     if args.pack < 1:

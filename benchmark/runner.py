@@ -186,6 +186,25 @@ def unique_jobs(jobs: list[Job]) -> list[Job]:
 
 
 # --- execution -----------------------------------------------------------------------------------------------
+def check_devices(names: list[str]) -> list[str]:
+    """Every --devices entry must exist here, once, so a typo stops the command instead of failing each run."""
+    for name in names:
+        try:
+            dev = torch.device(name)
+        except RuntimeError:
+            raise BenchError(f"--devices: {name!r} is not a device name; write cpu or cuda:N, "
+                             "e.g. --devices cuda:0,cuda:1") from None
+        if dev.type == "cuda":
+            count = torch.cuda.device_count()
+            if count == 0 or (dev.index or 0) >= count:
+                raise BenchError(f"--devices: {name} is not available, this machine has {count} visible GPU(s) "
+                                 f"({', '.join(f'cuda:{i}' for i in range(count)) or 'use cpu'})")
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise BenchError(f"--devices names {', '.join(twice)} twice; list each device once")
+    return names
+
+
 def available_devices() -> list[str]:
     if torch.cuda.is_available():
         return [f"cuda:{i}" for i in range(torch.cuda.device_count())]

@@ -71,7 +71,7 @@ from typing import Any, Callable
 from .argparsing import ArgParser, HelpFormatter
 from .errors import BenchError
 from .study_storage import open_storage, retry_start_race  # noqa: F401 - open_storage: tune's and report's storage
-from .runner import csv_list, parse_model_params, parse_seeds, select_images
+from .runner import check_devices, csv_list, parse_model_params, parse_seeds, select_images
 
 OBJECTIVES = {"psnr-at-iters": "maximize", "psnr-at-seconds": "maximize", "time-to-psnr": "minimize"}
 PRUNERS = ("median", "hyperband", "none")
@@ -611,21 +611,10 @@ def study_name(args: argparse.Namespace) -> str:
 
 
 def _devices(text: str | None) -> list[str]:
+    """--devices, checked; one GPU (or the CPU) when it is not given."""
     import torch
 
-    devices = csv_list(text) or (["cuda:0"] if torch.cuda.is_available() else ["cpu"])
-    for name in devices:
-        try:
-            dev = torch.device(name)
-        except RuntimeError:
-            raise BenchError(f"--devices: {name!r} is not a device name; write cpu or cuda:N, "
-                             "e.g. --devices cuda:0,cuda:1") from None
-        if dev.type == "cuda" and (dev.index or 0) >= torch.cuda.device_count():
-            raise BenchError(f"--devices: {name} is not available; this machine has "
-                             f"{torch.cuda.device_count()} visible GPU(s)")
-    if len(set(devices)) != len(devices):
-        raise BenchError(f"--devices {text!r} names a device twice; one worker per device")
-    return devices
+    return check_devices(csv_list(text)) or (["cuda:0"] if torch.cuda.is_available() else ["cpu"])
 
 
 def main(argv: list[str], prog: str = "nint-bench tune") -> int:

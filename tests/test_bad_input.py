@@ -83,6 +83,7 @@ def test_mt_ratio_outside_0_1(capsys, tmp_path, ratio):
     (["--model-param", "depth"], "--model-param 'depth' needs the form key=value"),
     (["--workers-per-device", "0"], "--workers-per-device must be >= 1, got 0"),
     (["--devices", "gpu"], "--devices: 'gpu' is not a device name; write cpu or cuda:N, e.g. --devices cuda:0,cuda:1"),
+    (["--devices", "cpu,cpu"], "--devices names cpu twice; list each device once"),
     (["--suite", "div2k16"], "suite div2k16 has no download source: pass --data-dir DIR holding 00.png … 15.png"),
     (["--suite", "/nonexistent/img.png"], "image not found: /nonexistent/img.png; check the path (--suite takes a "
                                           "suite name, a folder or an image file)"),

@@ -176,6 +176,7 @@ def test_an_rdb_url_is_a_storage_too(tmp_path):
     (["--strategy", "nint[xi=0.5|0.7]"], "exactly one strategy"),
     (["--n-trials", "0"], "--n-trials must be >= 1"),
     (["--devices", "cuda:7"], "not available"),
+    (["--devices", "cpu,cpu"], "names cpu twice"),
 ])
 def test_bad_input_is_one_line(tmp_path, extra, message):
     with pytest.raises(BenchError, match=message) as err:
