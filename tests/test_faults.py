@@ -133,12 +133,12 @@ def test_full_disk_stops_with_one_line_and_the_store_stays_consistent(tmp_path, 
 
     real, writes = store_module.pq.write_table, []
 
-    def disk_fills_up(table, fh):
+    def disk_fills_up(table, fh, **options):
         writes.append(table)
         if len(writes) == failing_write:
             fh.write(b"PAR1 half a file")
             raise OSError(errno.ENOSPC, "No space left on device")
-        real(table, fh)
+        real(table, fh, **options)
 
     monkeypatch.setattr(store_module.pq, "write_table", disk_fills_up)
     assert run_benchmark.main([*args, "--seeds", "0,1"]) == 2

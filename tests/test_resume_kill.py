@@ -146,9 +146,9 @@ def test_a_write_that_fails_removes_its_temp_file_and_leaves_no_orphan(tmp_path,
     calls = []
     real = store_mod.pq.write_table
 
-    def second_write_fails(table, fh):  # the metrics write succeeds, the run-row write dies half-way
+    def second_write_fails(table, fh, **options):  # the metrics write succeeds, the run-row write dies half-way
         calls.append(fh)
-        real(table, fh)
+        real(table, fh, **options)
         if len(calls) == 2:
             raise KeyboardInterrupt
 
@@ -267,11 +267,11 @@ def test_sigint_during_a_store_write_waits_for_the_write(tmp_path, monkeypatch):
     real = store_mod.pq.write_table
     calls = []
 
-    def interrupted_write(table, fh):
+    def interrupted_write(table, fh, **options):
         calls.append(1)
         if len(calls) == 1:
             os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C in the middle of the first metrics write
-        real(table, fh)
+        real(table, fh, **options)
 
     monkeypatch.setattr(store_mod.pq, "write_table", interrupted_write)
     with pytest.raises(KeyboardInterrupt):
@@ -293,8 +293,8 @@ KILL_AT = textwrap.dedent("""
     real = store.atomic_write_table
     if kill_at == 0:
         os.replace = lambda *a: os._exit(9)  # dies inside the metrics write, before its rename
-    def write(table, dest):
-        real(table, dest)
+    def write(table, dest, **options):
+        real(table, dest, **options)
         calls.append(dest)
         if len(calls) == kill_at:
             os._exit(9)  # 1: after the new metrics file, 2: after the run row's switch
