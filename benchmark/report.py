@@ -16,9 +16,10 @@ varies across the runs (model, net = depth×width, mt_ratio, lr, …), so differ
 
 Every table of means is over one image set: the (image, seed) pairs that every row finished; its note lists the
 pairs left out and why (missing, failed, diverged), and a row present on fewer than half of the pairs gets a
-table of its own. A store that holds several suites gets every table once per suite (<table>_<suite>). Cells are means over images (seeds averaged per image first). PSNR columns use one named
-reading (--psnr-reading): best so far (default, the NINT/INT releases' reading), at the iteration, or the median
-of the last 5% of iterations. Times and iterations to a target are medians over all runs with "not reached"
+table of its own; a store that holds several suites gets every table once per suite (<table>_<suite>). Cells
+are means over images (seeds averaged per image first). PSNR columns use one named reading (--psnr-reading):
+best so far (default, the NINT/INT releases' reading), at the iteration, or the median of the last 5% of
+iterations. Times and iterations to a target are medians over all runs with "not reached"
 counted as later than any reached ('>T' when the median is such a run), next to 'k/n reached'.
 
 Next to each table of means: <name>_vs_<reference> (against --baseline, default `standard`, and against `int`
@@ -405,7 +406,8 @@ def per_suite(values: pd.DataFrame, build: Callable[[pd.DataFrame], list[TableRe
     out = []
     for suite in suites:
         for table in build(values[values["suite"].astype(str) == suite]):
-            table.name, table.caption, table.suite = f"{table.name}_{_slug(suite)}", f"{table.caption} (suite {suite})", suite
+            table.name, table.suite = f"{table.name}_{_slug(suite)}", suite
+            table.caption = f"{table.caption} (suite {suite})"
             out.append(table)
     return out
 
