@@ -27,7 +27,6 @@ import statistics
 import subprocess
 import threading
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +38,7 @@ import strategies
 from benchmark import ntk
 from benchmark.bench_speed import WARMUP, run_config
 from benchmark.errors import BenchError
-from benchmark.fit import fit, train_step
+from benchmark.fit import fit, matmul_precision, train_step
 from benchmark.models import build_model
 from benchmark.packed import fit_packed
 from benchmark.profiles import measure_profile, priced_seconds
@@ -113,17 +112,6 @@ def step_flops(strat, opt, t: int) -> int:
     return int(counter.get_total_flops())
 
 
-@contextmanager
-def matmul_precision(tf32: bool):
-    """fp32 matrix products in TF32 (as a fit with --tf32) or in full fp32 inside the block."""
-    previous = torch.get_float32_matmul_precision()
-    torch.set_float32_matmul_precision("high" if tf32 else "highest")
-    try:
-        yield
-    finally:
-        torch.set_float32_matmul_precision(previous)
-
-
 def gemm_tflops(rows: int, width: int, device, tf32: bool = False, repeats: int = 20) -> float:
     """The rate this GPU reaches on the model's own product shape, (rows × width) @ (width × width), in fp32
     (or TF32): the divisor of the GEMM floor."""
@@ -142,10 +130,10 @@ def gemm_tflops(rows: int, width: int, device, tf32: bool = False, repeats: int 
     return 2.0 * rows * width * width * repeats / seconds / 1e12
 
 
-def gemm_floor(img: np.ndarray, device) -> dict:
-    """The least time matrix products allow for NINT's median step on img: its FLOPs at the GPU's measured GEMM
-    rate in the run's numerics. Packing batches the products but cannot lower this per member."""
-    strat, opt, t = steady_nint(img, device)
+def gemm_floor(strat, opt, t: int, device) -> dict:
+    """The least time matrix products allow for a steady NINT's median step (`steady_nint`): its FLOPs at the
+    GPU's measured GEMM rate in the run's numerics. Packing batches the products but cannot lower this per
+    member."""
     flops = step_flops(strat, opt, t)
     rate = gemm_tflops(strat.task.n_pixels, 256, device, NUMERICS["tf32"])
     return {"step_gflop": flops / 1e9, "gemm_tflops": rate, "numerics": "tf32" if NUMERICS["tf32"] else "fp32",
@@ -165,7 +153,7 @@ def part_a(images, iters: int, device) -> dict:
         out["rows"].append({"K": k, "pack_ms": per_member * k, "member_ms": per_member, "ratio": per_member / alone,
                             "peak_memory_mb": packed.results[0].peak_memory_mb})
         torch.cuda.empty_cache()
-    out["gemm_floor"] = floor = gemm_floor(img, device)
+    out["gemm_floor"] = floor = gemm_floor(*steady_nint(img, device), device)
     out["floor_ratio"] = floor["floor_ms"] / alone  # the lowest member_ms / exclusive_ms fp32 GEMMs allow
     out["target"] = "member_ms / exclusive_ms <= 0.35 at K = 8"
     return out
@@ -282,7 +270,7 @@ def part_e(img512, iters: int, device) -> dict:
         "strategy": "nint", "size": "512x512", "numerics": "tf32" if NUMERICS["tf32"] else "fp32",
         "fit_ms_per_it": exclusive_ms(plain),
         "profiled_wall_ms_per_step": wall_ms, "kernel_ms_per_step": total_kernel_us / 1000 / steps,
-        "kernel_launches_per_step": launches / steps, "gemm_floor": gemm_floor(img512, device),
+        "kernel_launches_per_step": launches / steps, "gemm_floor": gemm_floor(strat, opt, first + steps, device),
         "top_kernels": [{"name": e.key[:120], "ms_per_step": e.self_device_time_total / 1000 / steps,
                          "launches_per_step": e.count / steps} for e in kernels[:15]],
         "top_host_ops": [{"name": e.key[:80], "self_cpu_ms_per_step": e.self_cpu_time_total / 1000 / steps,
@@ -321,7 +309,8 @@ def print_report(report: dict) -> None:
                   f"{r['nvidia_smi_peak_mb']} MB, {r['ms_per_it']:.2f} ms/it")
     e = report.get("e")
     if e and "top_kernels" in e:
-        print(f"\n(e) NINT {e.get('numerics', 'fp32')} 512²: fit {e['fit_ms_per_it']:.2f} ms/it; profiled step {e['profiled_wall_ms_per_step']:.2f}"
+        print(f"\n(e) NINT {e.get('numerics', 'fp32')} 512²: fit {e['fit_ms_per_it']:.2f} ms/it; profiled step "
+              f"{e['profiled_wall_ms_per_step']:.2f}"
               f" ms wall, {e['kernel_ms_per_step']:.2f} ms of kernels, {e['kernel_launches_per_step']:.0f} launches")
         if "gemm_floor" in e:
             f = e["gemm_floor"]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable
 
@@ -159,9 +160,7 @@ def fit(cfg: RunConfig, image: np.ndarray, device: torch.device | str = "cpu", l
     status, diverged_at, done = "ok", None, T
     kinds: list[str] = []
 
-    previous_precision = torch.get_float32_matmul_precision()
-    torch.set_float32_matmul_precision("high" if cfg.tf32 else "highest")
-    try:
+    with matmul_precision(cfg.tf32):
         if warm_up:
             # under --graph-steps StepGraphs warms up and captures the optimizer's step itself
             warm_up_outside_timing(task, lambda scratch: cls(scratch, **params),
@@ -209,8 +208,6 @@ def fit(cfg: RunConfig, image: np.ndarray, device: torch.device | str = "cpu", l
         if status == "ok":
             with torch.no_grad():
                 evaluate(T, task.forward_full())
-    finally:
-        torch.set_float32_matmul_precision(previous_precision)
 
     step_seconds = timer.seconds()
     cumulative = np.concatenate([[0.0], np.cumsum(step_seconds)])
@@ -231,6 +228,17 @@ def fit(cfg: RunConfig, image: np.ndarray, device: torch.device | str = "cpu", l
     })
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
     return FitResult(metrics, status, diverged_at, float(cumulative[rows - 1]), height, width, peak, kinds[:done])
+
+
+@contextmanager
+def matmul_precision(tf32: bool):
+    """fp32 matrix products in TF32 (--tf32) or in full fp32 inside the block; the previous setting after it."""
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("high" if tf32 else "highest")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(previous)
 
 
 def wait_for_device(device: torch.device) -> None:

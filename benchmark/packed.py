@@ -38,7 +38,7 @@ from strategies import resolve
 
 from .config import RunConfig
 from .errors import BenchError
-from .fit import DIVERGENCE_CHECK_EVERY, FitResult, wait_for_device
+from .fit import DIVERGENCE_CHECK_EVERY, FitResult, matmul_precision, wait_for_device
 from .metrics import psnr, ssim
 from .models import build_model
 from .ntk import pixel_chunks
@@ -273,9 +273,7 @@ def fit_packed(cfgs: list[RunConfig], images: list[np.ndarray], device: torch.de
     dummy.sum().backward()
     torch.optim.Adam([dummy]).step()
     pack_seconds = []
-    previous_precision = torch.get_float32_matmul_precision()
-    torch.set_float32_matmul_precision("high" if cfg0.tf32 else "highest")
-    try:
+    with matmul_precision(cfg0.tf32):
         for t in range(T):
             live = [k for k in range(K) if active[k]]
             if not live:
@@ -335,8 +333,6 @@ def fit_packed(cfgs: list[RunConfig], images: list[np.ndarray], device: torch.de
             for k in range(K):
                 if status[k] == "ok":
                     evaluate(k, T, full[k])
-    finally:
-        torch.set_float32_matmul_precision(previous_precision)
 
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
     results = []
