@@ -675,7 +675,7 @@ def curve_frame(values: pd.DataFrame, metrics: pd.DataFrame, x: str, y: str) -> 
 def _save(fig, folder: Path, name: str) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     fig.savefig(folder / f"{name}.png", dpi=150, bbox_inches="tight")
-    fig.savefig(folder / f"{name}.pdf", bbox_inches="tight")
+    fig.savefig(folder / f"{name}.pdf", bbox_inches="tight", metadata={"CreationDate": None})  # same data, same bytes
     import matplotlib.pyplot as plt
 
     plt.close(fig)

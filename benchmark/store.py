@@ -209,9 +209,35 @@ METRICS_ENCODING = {"compression": "zstd", "use_dictionary": ["run_id", "suite",
                                         "loss": "BYTE_STREAM_SPLIT", "psnr": "BYTE_STREAM_SPLIT"}}
 
 
+# Run rows in 40 % of Parquet's default bytes (11 KB, not 27 KB), read back with the same values and pandas types:
+# most of a one-row file is its footer, so no column statistics and no serialized Arrow schema (it holds a second
+# copy of the pandas metadata). The pandas metadata alone keeps the Int64 columns, Parquet's UTC flag the times.
+RUN_ENCODING = {"store_schema": False, "write_statistics": False}
+COMPACT_ROWS = hasattr(pq.ParquetWriter, "add_key_value_metadata")  # pyarrow >= 17
+
+
+def write_parquet(table: pa.Table, fh: Any, **parquet_options: Any) -> None:
+    """Every Parquet file of a store is written here. Without the Arrow schema (store_schema=False) the table's
+    pandas metadata is still kept, on its own: it is what gives pandas readers the Int64 and UTC types. pyarrow
+    before 17 cannot add it, so there the Arrow schema stays (a larger file that reads the same)."""
+    pandas_metadata = (table.schema.metadata or {}).get(b"pandas")
+    keep_pandas = parquet_options.get("store_schema") is False and pandas_metadata is not None
+    if keep_pandas and not COMPACT_ROWS:
+        parquet_options, keep_pandas = {**parquet_options, "store_schema": True}, False
+    with pq.ParquetWriter(fh, table.schema, **parquet_options) as writer:
+        writer.write_table(table)
+        if keep_pandas:
+            writer.add_key_value_metadata({b"pandas": pandas_metadata})
+
+
 def atomic_write_table(table: pa.Table, dest: Path, **parquet_options: Any) -> None:
     """Write `table` to `dest` via a temporary file in the same folder, fsync, then rename over `dest`."""
-    _atomic_write(dest, lambda fh: pq.write_table(table, fh, **parquet_options))
+    _atomic_write(dest, lambda fh: write_parquet(table, fh, **parquet_options))
+
+
+def is_compact_run_file(path: Path) -> bool:
+    """Is this run file in RUN_ENCODING (no serialized Arrow schema) already?"""
+    return b"ARROW:schema" not in (pq.read_metadata(path).metadata or {})
 
 
 def atomic_write_text(text: str, dest: Path) -> None:
@@ -486,7 +512,7 @@ class Store:
             data = metrics_file.read_bytes()
             row = {**run_row, "metrics_file": metrics_file.name, "metrics_rows": len(metrics),
                    "metrics_bytes": len(data), "metrics_sha256": hashlib.sha256(data).hexdigest()}
-            atomic_write_table(_runs_table([row]), self.root / "runs" / f"{run_id}.parquet")
+            atomic_write_table(_runs_table([row]), self.root / "runs" / f"{run_id}.parquet", **RUN_ENCODING)
         except BaseException:
             metrics_file.unlink(missing_ok=True)  # the old run (or none) stays as it was
             raise
@@ -505,7 +531,7 @@ class Store:
         run_id = run_row["run_id"]
         old = self._current_metrics(run_id)
         row = {**run_row, "metrics_file": None, "metrics_rows": None, "metrics_bytes": None, "metrics_sha256": None}
-        atomic_write_table(_runs_table([row]), self.root / "runs" / f"{run_id}.parquet")
+        atomic_write_table(_runs_table([row]), self.root / "runs" / f"{run_id}.parquet", **RUN_ENCODING)
         if old is not None:
             old.unlink(missing_ok=True)
 
@@ -644,7 +670,7 @@ def upgrade(root: str | os.PathLike) -> tuple[int, list[str]]:
                 record.update(metrics_file=path.name, metrics_rows=pq.ParquetFile(io.BytesIO(data)).metadata.num_rows,
                               metrics_bytes=len(data), metrics_sha256=hashlib.sha256(data).hexdigest())
         try:
-            atomic_write_table(_runs_table([record]), store.root / "runs" / f"{row['run_id']}.parquet")
+            atomic_write_table(_runs_table([record]), store.root / "runs" / f"{row['run_id']}.parquet", **RUN_ENCODING)
         except OSError as exc:
             raise BenchError(f"cannot rewrite {store.root / 'runs'}: {exc.strerror}; nothing is lost, rerun the "
                              "upgrade once it is writable") from None
@@ -660,27 +686,43 @@ def is_compact(path: Path) -> bool:
 
 
 def compact(root: str | os.PathLike) -> tuple[int, int, int]:
-    """Rewrite every finished run's metrics file in METRICS_ENCODING, the values unchanged (checked in memory
-    before anything is written): each run goes through write_run, so the new file comes first, then its run
-    row, then the old file goes, and an interrupted compaction is finished by running it again. Returns (runs
-    rewritten, bytes before, bytes after)."""
+    """Rewrite a store's files in the encodings that new runs get (METRICS_ENCODING, RUN_ENCODING), the values
+    and types unchanged (checked in memory before anything is written). A run whose metrics file is rewritten
+    goes through write_run: the new file comes first, then its run row, then the old file goes; a run whose
+    metrics are compact already gets only its row rewritten, atomically. An interrupted compaction is finished
+    by running it again. Returns (runs rewritten, their bytes before, after)."""
     store = Store(root)
     scan = store.scan()
     if scan.damaged:
         raise BenchError(f"{store.root} has {len(scan.damaged)} damaged run(s) (`python3 -m benchmark.store check "
                          f"{store.root}` names them); compact a store whose every run verifies")
     count = before = after = 0
-    for _, row in scan.finished.iterrows():
-        path = store.root / "metrics" / _metrics_name(row)
-        if is_compact(path):
+    for _, row in scan.runs.iterrows():
+        run_file = store.root / "runs" / f"{row['run_id']}.parquet"
+        finished = row["status"] in FINISHED
+        path = store.root / "metrics" / _metrics_name(row) if finished else None
+        old_metrics = path is not None and not is_compact(path)
+        if not old_metrics and (is_compact_run_file(run_file) or not COMPACT_ROWS):
             continue
-        metrics = pq.read_table(path, columns=METRICS_SCHEMA.names).cast(METRICS_SCHEMA).to_pandas()
-        encoded = io.BytesIO()
-        pq.write_table(_metrics_table(metrics), encoded, **METRICS_ENCODING)
-        if not pq.read_table(io.BytesIO(encoded.getvalue())).cast(METRICS_SCHEMA).to_pandas().equals(metrics):
-            raise BenchError(f"run {row['run_id']}: its metrics would not read back unchanged; nothing was written")
-        store.write_run(metrics, row.to_dict())
-        count, before, after = count + 1, before + int(row["metrics_bytes"]), after + len(encoded.getvalue())
+        size = run_file.stat().st_size + (path.stat().st_size if path is not None else 0)
+        if old_metrics:
+            metrics = pq.read_table(path, columns=METRICS_SCHEMA.names).cast(METRICS_SCHEMA).to_pandas()
+            encoded = io.BytesIO()
+            write_parquet(_metrics_table(metrics), encoded, **METRICS_ENCODING)
+            if not pq.read_table(io.BytesIO(encoded.getvalue())).cast(METRICS_SCHEMA).to_pandas().equals(metrics):
+                raise BenchError(f"run {row['run_id']}: its metrics would not read back unchanged; nothing was written")
+            store.write_run(metrics, row.to_dict())
+        else:
+            table = _runs_table([row.to_dict()])
+            encoded = io.BytesIO()
+            write_parquet(table, encoded, **RUN_ENCODING)
+            old, new = pd.read_parquet(run_file), pd.read_parquet(io.BytesIO(encoded.getvalue()))
+            if not (new.dtypes.equals(old.dtypes) and new.equals(old)):
+                raise BenchError(f"run {row['run_id']}: its run row would not read back unchanged; nothing was written")
+            atomic_write_table(table, run_file, **RUN_ENCODING)
+        rewritten, _, _ = _read_run_row(run_file)
+        count, before = count + 1, before + size
+        after += run_file.stat().st_size + (int(rewritten["metrics_bytes"].iloc[0]) if finished else 0)
     return count, before, after
 
 
@@ -691,8 +733,8 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("dirs", nargs="+")
     check = sub.add_parser("check", help="verify a store; one line per damaged run or foreign file")
     check.add_argument("dirs", nargs="+")
-    comp = sub.add_parser("compact", help="rewrite the metrics files of a store (or several) in the compact "
-                                          "encoding that new runs get, in place, the values unchanged")
+    comp = sub.add_parser("compact", help="rewrite the metrics files and run rows of a store (or several) in the "
+                                          "compact encodings that new runs get, in place, the values unchanged")
     comp.add_argument("dirs", nargs="+")
     args = p.parse_args(argv)
     try:
@@ -700,7 +742,7 @@ def main(argv: list[str] | None = None) -> int:
         for d in args.dirs:
             if args.command == "compact":
                 count, before, after = compact(d)
-                print(f"{d}: {count} metrics files rewritten" + (f", {before / 2**20:.1f} MiB -> {after / 2**20:.1f} MiB"
+                print(f"{d}: {count} runs rewritten" + (f", {before / 2**20:.1f} MiB -> {after / 2**20:.1f} MiB"
                                                                  if count else " (all compact already)"))
             elif args.command == "upgrade":
                 count, unchecked = upgrade(d)

@@ -131,7 +131,7 @@ def test_full_disk_stops_with_one_line_and_the_store_stays_consistent(tmp_path, 
     assert len(before) == 4
     capsys.readouterr()
 
-    real, writes = store_module.pq.write_table, []
+    real, writes = store_module.write_parquet, []
 
     def disk_fills_up(table, fh, **options):
         writes.append(table)
@@ -140,7 +140,7 @@ def test_full_disk_stops_with_one_line_and_the_store_stays_consistent(tmp_path, 
             raise OSError(errno.ENOSPC, "No space left on device")
         real(table, fh, **options)
 
-    monkeypatch.setattr(store_module.pq, "write_table", disk_fills_up)
+    monkeypatch.setattr(store_module, "write_parquet", disk_fills_up)
     assert run_benchmark.main([*args, "--seeds", "0,1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and err[0].startswith("2 of 4 runs already finished")
@@ -155,7 +155,7 @@ def test_full_disk_stops_with_one_line_and_the_store_stays_consistent(tmp_path, 
     runs, metrics = load(out)
     assert len(runs) == 2 and (runs["status"] == "ok").all() and len(metrics) == 2 * 6
 
-    monkeypatch.setattr(store_module.pq, "write_table", real)  # space freed: the same command finishes
+    monkeypatch.setattr(store_module, "write_parquet", real)  # space freed: the same command finishes
     assert run_benchmark.main([*args, "--seeds", "0,1"]) == 0
     assert len(load(out)[0]) == 4
 

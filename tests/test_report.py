@@ -347,6 +347,20 @@ def test_cli_writes_every_table_figure_and_the_incomplete_runs(results, tmp_path
     compile_latex(sorted((out / "tables").glob("*.tex")))
 
 
+def test_a_regenerated_report_has_the_same_bytes(results, tmp_path):
+    """Regenerating a committed report from unchanged runs must not change its files (no timestamp in a PDF)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    first, second = tmp_path / "a", tmp_path / "b"
+    for out in (first, second):
+        assert report.main(["--results", str(results.root), "--out", str(out), "--resamples", "200", "--no-html"]) == 0
+    files = sorted(p.relative_to(first) for p in first.rglob("*") if p.is_file())
+    assert any(p.suffix == ".pdf" for p in files)
+    changed = [p for p in files if (first / p).read_bytes() != (second / p).read_bytes()]
+    assert changed == []
+
+
 def test_build_report_returns_every_table_for_other_writers(results, tmp_path):
     import matplotlib
 

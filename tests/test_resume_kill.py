@@ -144,7 +144,7 @@ def test_a_write_that_fails_removes_its_temp_file_and_leaves_no_orphan(tmp_path,
     root = tmp_path / "r"
     jobs = tiny_jobs("uniform", seeds=(0,))
     calls = []
-    real = store_mod.pq.write_table
+    real = store_mod.write_parquet
 
     def second_write_fails(table, fh, **options):  # the metrics write succeeds, the run-row write dies half-way
         calls.append(fh)
@@ -152,7 +152,7 @@ def test_a_write_that_fails_removes_its_temp_file_and_leaves_no_orphan(tmp_path,
         if len(calls) == 2:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(store_mod.pq, "write_table", second_write_fails)
+    monkeypatch.setattr(store_mod, "write_parquet", second_write_fails)
     with pytest.raises(KeyboardInterrupt):
         run_jobs(jobs, root, ["cpu"], progress=False)
     assert not list(root.rglob("*.tmp")) and not list(root.rglob("*.parquet"))
@@ -264,7 +264,7 @@ def test_sigint_during_a_store_write_waits_for_the_write(tmp_path, monkeypatch):
     jobs = tiny_jobs()
     run_jobs(jobs, root, ["cpu"], progress=False)
     old = {r.run_id: r.metrics_file for r in Store(root).scan().finished.itertuples()}
-    real = store_mod.pq.write_table
+    real = store_mod.write_parquet
     calls = []
 
     def interrupted_write(table, fh, **options):
@@ -273,7 +273,7 @@ def test_sigint_during_a_store_write_waits_for_the_write(tmp_path, monkeypatch):
             os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C in the middle of the first metrics write
         real(table, fh, **options)
 
-    monkeypatch.setattr(store_mod.pq, "write_table", interrupted_write)
+    monkeypatch.setattr(store_mod, "write_parquet", interrupted_write)
     with pytest.raises(KeyboardInterrupt):
         run_jobs(jobs, root, ["cpu"], force=True, progress=False)
     assert len(calls) == 2  # the metrics file and the run row of the first run, nothing after

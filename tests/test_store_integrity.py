@@ -357,29 +357,62 @@ def test_a_version_1_store_reads_refuses_new_runs_and_upgrades(store, capsys):
     assert len(runs) == 4 and len(metrics) == len(v2_metrics)
 
 
-def test_compact_rewrites_old_metrics_files_with_the_same_values(tmp_path, monkeypatch, capsys):
+def test_compact_rewrites_old_metrics_files_and_run_rows_with_the_same_values(tmp_path, monkeypatch, capsys):
     root = tmp_path / "r"
     monkeypatch.setattr(store_mod, "METRICS_ENCODING", {})  # Parquet's defaults, as stores written before
+    monkeypatch.setattr(store_mod, "RUN_ENCODING", {})
     run_jobs(tiny_jobs(), root, ["cpu"], progress=False)
+    monkeypatch.undo()
+    st = store_mod.Store(root)
+    row = st.scan().finished.iloc[0].to_dict()
+    monkeypatch.setattr(store_mod, "RUN_ENCODING", {})
+    st.write_run(st.metrics({row["run_id"]}), row)  # one run whose metrics are compact already, its row not
     monkeypatch.undo()
     key = ["run_id", "iteration"]
     runs, metrics = load(root)
-    assert not any(store_mod.is_compact(p) for p in (root / "metrics").iterdir())
+    direct = pd.read_parquet(root / "runs")  # what a user reading the folder with pandas gets
+    assert sum(store_mod.is_compact(p) for p in (root / "metrics").iterdir()) == 1
+    assert not any(store_mod.is_compact_run_file(p) for p in (root / "runs").iterdir())
+    bytes_before = sum(p.stat().st_size for p in (root / "runs").iterdir())
     assert store_mod.main(["compact", str(root)]) == 0
-    assert capsys.readouterr().out.startswith(f"{root}: 4 metrics files rewritten, ")
+    assert capsys.readouterr().out.startswith(f"{root}: 4 runs rewritten, ")
     after_runs, after = load(root)
     pd.testing.assert_frame_equal(after.sort_values(key).reset_index(drop=True),
                                   metrics.sort_values(key).reset_index(drop=True))
     drop = ["metrics_file", "metrics_bytes", "metrics_sha256"]
     pd.testing.assert_frame_equal(after_runs.drop(columns=drop).sort_values("run_id").reset_index(drop=True),
                                   runs.drop(columns=drop).sort_values("run_id").reset_index(drop=True))
+    direct_after = pd.read_parquet(root / "runs")
+    assert direct_after.dtypes.equals(direct.dtypes) and str(direct_after["diverged_at"].dtype) == "Int64"
+    assert str(direct_after["started_at"].dtype) == "datetime64[us, UTC]"
     files = list((root / "metrics").iterdir())
     assert len(files) == 4 and all(store_mod.is_compact(p) for p in files)  # the old files are gone
+    assert all(store_mod.is_compact_run_file(p) for p in (root / "runs").iterdir())
+    assert sum(p.stat().st_size for p in (root / "runs").iterdir()) < 0.6 * bytes_before
     scan = Store(root, readonly=True).scan()
     assert not scan.damaged and not scan.orphans and not scan.foreign
     assert store_mod.main(["compact", str(root)]) == 0 and "all compact already" in capsys.readouterr().out
     run_jobs(tiny_jobs("egra", seeds=(0,)), root, ["cpu"], progress=False)  # new runs are written compact
     assert all(store_mod.is_compact(p) for p in (root / "metrics").iterdir())
+    assert all(store_mod.is_compact_run_file(p) for p in (root / "runs").iterdir())
+
+
+def test_run_rows_read_back_the_same_without_the_compact_writer(tmp_path, monkeypatch):
+    """pyarrow < 17 cannot add the pandas metadata alone: the row then keeps its Arrow schema and reads the same,
+    and compact leaves it so."""
+    root = tmp_path / "r"
+    run_jobs(tiny_jobs("uniform", seeds=(0,)), root, ["cpu"], progress=False)
+    (path,) = (root / "runs").iterdir()
+    compact_row = pd.read_parquet(path)
+    monkeypatch.setattr(store_mod, "COMPACT_ROWS", False)
+    row = Store(root).scan().finished.iloc[0].to_dict()
+    Store(root).write_run(Store(root).metrics({row["run_id"]}), row)
+    old_style = pd.read_parquet(path)
+    assert not store_mod.is_compact_run_file(path)
+    assert old_style.dtypes.equals(compact_row.dtypes) and str(old_style["diverged_at"].dtype) == "Int64"
+    drop = ["metrics_file"]
+    pd.testing.assert_frame_equal(old_style.drop(columns=drop), compact_row.drop(columns=drop))
+    assert store_mod.compact(root)[0] == 0
 
 
 def test_every_committed_store_reads(tmp_path):
