@@ -10,7 +10,8 @@ finished parts):
   a  NINT at 768×512: ms/it per packed member at K = 1, 4, 8 (the pack's step wall time / K, synchronised)
      against the exclusive fit's median ms/it; target ≤ 0.35× at K = 8. Beside it the GEMM floor: the median
      step's matrix-product FLOPs (torch's FlopCounterMode) at this GPU's measured rate in those numerics.
-  b  NINT, K = 4 images, 500 iterations: packed against unpacked PSNR trajectories, max |Δ| (target 0.01 dB).
+  b  NINT, uniform and INT, K = 4 images, 500 iterations: packed against unpacked PSNR trajectories, max |Δ|,
+     beside the max |Δ| between two unpacked runs of the same seed (target: within 0.01 dB or that spread).
   c  every covered strategy on 3 Kodak images: the time to reach --psnr dB priced from a timing profile
      (200 exclusive steps) against the measured train-seconds of an exclusive run (target within 3 %).
   d  NINT at 512² (a centre crop): peak memory, torch.cuda.max_memory_allocated and nvidia-smi's reading
@@ -159,19 +160,28 @@ def part_a(images, iters: int, device) -> dict:
     return out
 
 
-def part_b(images, iters: int, device) -> dict:
+def part_b(images, iters: int, strategies: list[str], device) -> dict:
+    """Packed against unpacked PSNR trajectories, judged against how far two unpacked runs of the same seed
+    already differ on this GPU (its run-to-run spread): a strategy whose reruns are bit-identical must match to
+    0.01 dB, one whose reruns drift (NINT's near-tied top-k picks) must stay within that drift."""
     members = images[:4]
-    cfgs = [cfg_for(n, im, "nint", iters, seed=i) for i, (n, im) in enumerate(members)]
-    packed = fit_packed(cfgs, [im for _, im in members], device)
-    rows = []
-    for cfg, (n, im), result in zip(cfgs, members, packed.results):
-        alone = fit(cfg, im, device).metrics
-        delta = np.abs(result.metrics["psnr"].to_numpy() - alone["psnr"].to_numpy())
-        rows.append({"image": n, "seed": cfg.seed, "max_abs_dpsnr": float(np.nanmax(delta)),
-                     "final_psnr_packed": float(result.metrics["psnr"].iloc[-1]),
-                     "final_psnr_alone": float(alone["psnr"].iloc[-1])})
-    return {"strategy": "nint", "K": 4, "iters": iters, "rows": rows,
-            "max_abs_dpsnr": max(r["max_abs_dpsnr"] for r in rows), "target": "max |dPSNR| <= 0.01 dB"}
+    out = {"K": 4, "iters": iters, "strategies": {},
+           "target": "max |dPSNR| packed vs unpacked <= max(0.01 dB, unpacked vs unpacked rerun)"}
+    for strategy in strategies:
+        cfgs = [cfg_for(n, im, strategy, iters, seed=i) for i, (n, im) in enumerate(members)]
+        packed = fit_packed(cfgs, [im for _, im in members], device)
+        rows = []
+        for cfg, (n, im), result in zip(cfgs, members, packed.results):
+            alone, again = (fit(cfg, im, device).metrics["psnr"].to_numpy() for _ in range(2))
+            rows.append({"image": n, "seed": cfg.seed,
+                         "max_abs_dpsnr": float(np.nanmax(np.abs(result.metrics["psnr"].to_numpy() - alone))),
+                         "max_abs_dpsnr_rerun": float(np.nanmax(np.abs(again - alone))),
+                         "final_psnr_packed": float(result.metrics["psnr"].iloc[-1]), "final_psnr_alone": float(alone[-1])})
+        worst = max(r["max_abs_dpsnr"] for r in rows)
+        rerun = max(r["max_abs_dpsnr_rerun"] for r in rows)
+        out["strategies"][strategy] = {"rows": rows, "max_abs_dpsnr": worst, "max_abs_dpsnr_rerun": rerun,
+                                       "met": worst <= max(0.01, rerun)}
+    return out
 
 
 def first_reach(psnr: np.ndarray, level: float) -> int | None:
@@ -291,8 +301,11 @@ def print_report(report: dict) -> None:
             print(f"GEMM floor: {f['step_gflop']:.1f} GFLOP per step at {f['gemm_tflops']:.1f} {f['numerics']} "
                   f"TFLOP/s = {f['floor_ms']:.2f} ms, {a['floor_ratio']:.3f}× exclusive (no pack can go lower)")
     b = report.get("b")
-    if b and "rows" in b:
-        print(f"\n(b) packed vs unpacked NINT, K=4, {b['iters']} it: max |ΔPSNR| {b['max_abs_dpsnr']:.5f} dB")
+    if b and "strategies" in b:
+        print(f"\n(b) packed vs unpacked, K = 4, {b['iters']} it: max |ΔPSNR| against an unpacked rerun's")
+        print(f"{'strategy':14s} {'packed dB':>10} {'rerun dB':>10}  target met")
+        for name, r in b["strategies"].items():
+            print(f"{name:14s} {r['max_abs_dpsnr']:>10.5f} {r['max_abs_dpsnr_rerun']:>10.5f}  {r['met']}")
     c = report.get("c")
     if c and "rows" in c:
         print(f"\n(c) time to {c['level_db']} dB, priced from a profile vs measured (exclusive)")
@@ -329,6 +342,7 @@ def main(argv=None) -> int:
     ap.add_argument("--parts", default="a,b,c,d,e")
     ap.add_argument("--iters-a", type=int, default=200)
     ap.add_argument("--iters-b", type=int, default=500)
+    ap.add_argument("--strategies-b", default="nint,uniform,int")
     ap.add_argument("--iters-c", type=int, default=800)
     ap.add_argument("--psnr", type=float, default=30.0, help="level for part c's time-to-PSNR")
     ap.add_argument("--strategies-c", default=",".join(COVERED))
@@ -352,7 +366,7 @@ def main(argv=None) -> int:
                     "images": [n for n, _ in images]}
     runners = {
         "a": lambda: part_a(images, args.iters_a, device),
-        "b": lambda: part_b(images, args.iters_b, device),
+        "b": lambda: part_b(images, args.iters_b, [s for s in args.strategies_b.split(",") if s], device),
         "c": lambda: part_c(images, args.iters_c, args.psnr, [s for s in args.strategies_c.split(",") if s], device),
         "d": lambda: part_d(img512, args.iters_d, device) if device.startswith("cuda") else {"error": "needs CUDA"},
         "e": lambda: part_e(img512, 100, device) if device.startswith("cuda") else {"error": "needs CUDA"},

@@ -20,7 +20,9 @@ def test_bench_packed_parts_a_b_c_run_and_write_json(tmp_path, capsys):
                               "--out", str(out)]) == 0
     report = json.loads((out / "packed-cpu.json").read_text())
     assert [r["K"] for r in report["a"]["rows"]] == [1, 4, 8]
-    assert report["b"]["max_abs_dpsnr"] < 1e-6  # packed = unpacked on the CPU
+    b = report["b"]["strategies"]
+    assert set(b) == {"nint", "uniform", "int"}
+    assert all(r["max_abs_dpsnr"] < 1e-6 and r["max_abs_dpsnr_rerun"] == 0 and r["met"] for r in b.values())
     assert {r["image"] for r in report["c"]["rows"]} == {"kodim01", "kodim02", "kodim03"}
     assert "(a) NINT 8×6, exclusive" in capsys.readouterr().out
     assert report["a"]["gemm_floor"]["floor_ms"] > 0 and report["a"]["floor_ratio"] > 0
