@@ -134,9 +134,9 @@ def parse_model_params(items: list[str]) -> dict[str, Any]:
 
 def select_images(suite: str, data_dir: str | None, images: str | None, max_images: int) -> list[datasets.ImageRef]:
     """The suite's images, filtered by --images (ids) and --max-images (first N; 0 keeps all)."""
-    refs = datasets.suite_images(suite, data_dir)
-    if images:
-        wanted = csv_list(images)
+    wanted = csv_list(images) if images else None
+    refs = datasets.suite_images(suite, data_dir, only=wanted)
+    if wanted:
         missing = sorted(set(wanted) - {r.id for r in refs})
         if missing:
             raise BenchError(f"suite {suite!r} has no image(s) {', '.join(missing)}; it has {', '.join(r.id for r in refs)}")

@@ -238,46 +238,57 @@ def _download(url: str, dest: Path, sha256: str) -> None:
     os.replace(tmp, dest)
 
 
-def _checked_files(sums: dict[str, str], folder: Path, fetch: bool) -> list[ImageRef]:
+def _checked_files(suite: str, folder: Path, fetch: bool, only: list[str] | None = None) -> list[ImageRef]:
+    """The suite's files in `folder` (all of them, or the image ids in `only`), each to be verified by SHA-256
+    when read; a missing one is downloaded if `fetch`, else a one-line error."""
+    sums = _read_sums(f"{suite}.sha256")
+    ids = {Path(fname).stem: fname for fname in sums}
+    if only is not None:
+        unknown = [i for i in only if i not in ids]
+        if unknown:
+            raise BenchError(f"suite {suite!r} has no image(s) {', '.join(unknown)}; it has {', '.join(sorted(ids))}")
     refs = []
-    for fname, digest in sorted(sums.items()):
+    for stem, fname in sorted(ids.items()):
+        if only is not None and stem not in only:
+            continue
         path = folder / fname
         if not path.is_file():
             if not fetch:
-                raise BenchError(f"{fname} is missing from {folder}; the suite needs {len(sums)} files")
+                need = ("--images names it" if only is not None else
+                        f"the suite needs {len(sums)} files (or name the images you have with --images)")
+                raise BenchError(f"{fname} is missing from {folder}; {need}")
             print(f"downloading {fname} to {folder}", file=sys.stderr)
-            _download(KODAK_URL.format(name=fname), path, digest)
-        refs.append(ImageRef(Path(fname).stem, path, sha256=digest))
+            _download(KODAK_URL.format(name=fname), path, sums[fname])
+        refs.append(ImageRef(stem, path, sha256=sums[fname]))
     return refs
 
 
-def kodak(data_dir: str | None = None) -> list[ImageRef]:
+def kodak(data_dir: str | None = None, only: list[str] | None = None) -> list[ImageRef]:
     """The 24 Kodak images (768×512 / 512×768), verified by SHA-256; downloaded once into the cache if no
-    --data-dir is given."""
-    sums = _read_sums("kodak.sha256")
+    --data-dir is given. `only`: just these image ids (a folder then needs only their files)."""
     if data_dir:
-        return _checked_files(sums, Path(data_dir), fetch=False)
-    return _checked_files(sums, cache_dir() / "kodak", fetch=True)
+        return _checked_files("kodak", Path(data_dir), fetch=False, only=only)
+    return _checked_files("kodak", cache_dir() / "kodak", fetch=True, only=only)
 
 
-def div2k16(data_dir: str | None = None) -> list[ImageRef]:
+def div2k16(data_dir: str | None = None, only: list[str] | None = None) -> list[ImageRef]:
     """EVOS's 16 DIV2K test crops (512×512), verified by SHA-256, from --data-dir."""
     if not data_dir:
         raise BenchError("suite div2k16 has no download source: pass --data-dir DIR holding 00.png … 15.png")
-    return _checked_files(_read_sums("div2k16.sha256"), Path(data_dir), fetch=False)
+    return _checked_files("div2k16", Path(data_dir), fetch=False, only=only)
 
 
 BUILTIN_IMAGES = ("astronaut", "coffee", "chelsea")
 
 
-def builtin(data_dir: str | None = None) -> list[ImageRef]:
+def builtin(data_dir: str | None = None, only: list[str] | None = None) -> list[ImageRef]:
     """Three RGB photographs shipped inside scikit-image (no download): astronaut, coffee, chelsea."""
     import skimage.data
 
     return [ImageRef(name, loader=getattr(skimage.data, name)) for name in BUILTIN_IMAGES]
 
 
-SUITES: dict[str, Callable[[str | None], list[ImageRef]]] = {
+SUITES: dict[str, Callable[[str | None, list[str] | None], list[ImageRef]]] = {
     "builtin": builtin,
     "kodak": kodak,
     "div2k16": div2k16,
@@ -288,10 +299,11 @@ def list_suites() -> dict[str, str]:
     return {name: (fn.__doc__ or "").strip().splitlines()[0] for name, fn in SUITES.items()}
 
 
-def suite_images(name: str, data_dir: str | None = None) -> list[ImageRef]:
-    """Images of a named suite, or of a folder / single image file given as the suite name."""
+def suite_images(name: str, data_dir: str | None = None, only: list[str] | None = None) -> list[ImageRef]:
+    """Images of a named suite, or of a folder / single image file given as the suite name. `only` (image ids)
+    lets a named suite's folder hold just those files; a folder or file suite is filtered by the caller."""
     if name in SUITES:
-        return SUITES[name](data_dir)
+        return SUITES[name](data_dir, only)
     path = Path(name)
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)

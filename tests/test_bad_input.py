@@ -245,7 +245,27 @@ def test_checksum_mismatch_on_a_real_kodak_copy(capsys, tmp_path):
 def test_missing_suite_file(capsys, tmp_path):
     (tmp_path / "kodak").mkdir()
     msg = cli_error(capsys, "--suite", "kodak", "--data-dir", str(tmp_path / "kodak"), "--out", str(tmp_path / "r"), *TINY)
-    assert msg == f"error: kodim01.png is missing from {tmp_path / 'kodak'}; the suite needs 24 files"
+    assert msg == (f"error: kodim01.png is missing from {tmp_path / 'kodak'}; the suite needs 24 files "
+                   "(or name the images you have with --images)")
+
+
+def test_a_suite_folder_needs_only_the_images_named(capsys, tmp_path, monkeypatch):
+    """--images kodim03 runs from a folder holding kodim03.png alone (still checked against the suite's
+    SHA-256); an image the suite lacks, or a named one missing from the folder, is a one-line error."""
+    data = tmp_path / "kodak"
+    data.mkdir()
+    iio.imwrite(data / "kodim03.png", tiny_image(20, 20, seed=3))
+    sums = {f"kodim0{i}.png": "0" * 64 for i in (1, 2, 4)} | {"kodim03.png": datasets.file_sha256(data / "kodim03.png")}
+    monkeypatch.setattr(datasets, "_read_sums", lambda name: sums)
+    out = tmp_path / "r"
+    assert run_benchmark.main(["--suite", "kodak", "--data-dir", str(data), "--images", "kodim03",
+                               "--strategies", "uniform", "--out", str(out), *TINY]) == 0
+    assert set(pd.read_parquet(out / "runs")["image"]) == {"kodim03"}
+    capsys.readouterr()
+    msg = cli_error(capsys, "--suite", "kodak", "--data-dir", str(data), "--images", "kodim03,kodim99", *TINY)
+    assert msg == "error: suite 'kodak' has no image(s) kodim99; it has kodim01, kodim02, kodim03, kodim04"
+    msg = cli_error(capsys, "--suite", "kodak", "--data-dir", str(data), "--images", "kodim04", *TINY)
+    assert msg == f"error: kodim04.png is missing from {data}; --images names it"
 
 
 # --- results directory -------------------------------------------------------------------------------------------
