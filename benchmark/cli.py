@@ -124,6 +124,9 @@ examples:
     x.add_argument("--dask", metavar="ADDRESS", help="run the jobs on a Dask cluster: tcp://host:8786, or local[:N] "
                    "for N worker processes here (see docs/dask.md)")
     x.add_argument("--force", action="store_true", help="rerun runs that are already finished")
+    x.add_argument("--dry-run", action="store_true",
+                   help="print what the command would run (per strategy: runs to do, finished, and an estimate "
+                        "from the store's finished runs) and write nothing")
     x.add_argument("--no-progress", action="store_true", help="no progress bars")
     for name in LISTS:  # the older spelling of `list NAME`
         x.add_argument(f"--list-{name}", action="store_true", help=f"same as `list {name}`")
@@ -265,6 +268,9 @@ def run_main(argv: list[str], prog: str = "nint-bench run") -> int:
               f"{args.suite}/{args.images} at {args.max_size} px, {args.iters} iterations); see --help for the full "
               "benchmark", file=sys.stderr)
     jobs, out, variants = plan_run(args, model_params)
+    if args.dry_run:
+        print_plan(jobs, out, args.force)
+        return 0
     devices = check_devices(csv_list(args.devices)) or None
     if args.workers_per_device < 1:
         raise BenchError(f"--workers-per-device must be >= 1, got {args.workers_per_device}")
@@ -279,6 +285,42 @@ def run_main(argv: list[str], prog: str = "nint-bench run") -> int:
               file=sys.stderr)
     print_summary(jobs, out, variants, prog)
     return 1 if failed else 0
+
+
+def print_plan(jobs: list, out: str, force: bool) -> None:
+    """--dry-run: per strategy label, the runs this command would do and those already finished in `out`, with
+    the median wall-clock seconds of the store's finished runs of that label and iteration count (the GPU and
+    flags they ran with, so a guide, not a promise). Nothing is written."""
+    import pandas as pd
+
+    from .store import Store
+
+    finished = pd.DataFrame(columns=["run_id", "label", "iters", "wall_seconds"])
+    if (Path(out) / "runs").is_dir():
+        finished = Store(out, readonly=True).scan().finished
+    done = set() if force else set(finished["run_id"])
+    seconds = finished.groupby(["label", "iters"])["wall_seconds"].median().to_dict()
+    distinct = {j.cfg.run_id: j.cfg for j in jobs}
+    rows, total, unknown = [], 0.0, 0
+    for label in dict.fromkeys(cfg.label for cfg in distinct.values()):
+        cfgs = [c for c in distinct.values() if c.label == label]
+        todo = [c for c in cfgs if c.run_id not in done]
+        each = [seconds.get((label, c.iters)) for c in todo]
+        known = [e for e in each if e is not None]
+        total += sum(known)
+        unknown += len(each) - len(known)
+        estimate = f"{sum(known) / 60:.1f}" if known else ("?" if todo else "—")
+        rows.append((label, len(todo), len(cfgs) - len(todo), estimate))
+    width = max([len("strategy")] + [len(r[0]) for r in rows])
+    print(f"{out}: {sum(r[1] for r in rows)} of {len(distinct)} runs to do (dry run: nothing is written)")
+    print(f"{'strategy':{width}}  {'to do':>6}  {'finished':>8}  {'est. min':>8}")
+    for label, todo, done_count, estimate in rows:
+        print(f"{label:{width}}  {todo:>6}  {done_count:>8}  {estimate:>8}")
+    if unknown and not total:
+        print("estimate: none (the store has no finished run of these strategies and iterations to go by)")
+        return
+    note = f"; {unknown} runs without a finished run of their label and iterations to go by" if unknown else ""
+    print(f"estimate: {total / 60:.1f} min of wall clock, one run at a time, from the store's finished runs{note}")
 
 
 def print_summary(jobs: list, out: str, variants: list[tuple[str, dict]], prog: str) -> None:

@@ -243,3 +243,23 @@ def test_tune_without_suite_or_strategy_is_the_small_study(capsys):
     args = tune.parse_args(["--suite", "builtin"])  # a real study: the full protocol's defaults
     assert (args.strategy, args.iters, args.n_trials, args.max_size) == ("nint", 5000, 20, 0)
     assert capsys.readouterr().err.count("a small study") == 1
+
+
+def test_a_dry_run_counts_what_is_left_estimates_it_and_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "r"
+    args = [*TINY, "--strategies", "uniform,int", "--out", str(out)]
+    assert run_benchmark.main(["--dry-run", *args]) == 0
+    text = capsys.readouterr().out
+    assert f"{out}: 2 of 2 runs to do" in text and "estimate: none" in text and not out.exists()
+    assert run_benchmark.main([*args, "--seeds", "0"]) == 0
+    capsys.readouterr()
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    assert run_benchmark.main(["--dry-run", *args, "--seeds", "0,1,2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"{out}: 4 of 6 runs to do (dry run: nothing is written)"
+    rows = {line.split()[0]: line.split()[1:] for line in lines[2:4]}
+    assert rows["uniform"][:2] == ["2", "1"] and rows["int"][:2] == ["2", "1"]
+    wall = pd.read_parquet(out / "runs").set_index("label")["wall_seconds"]
+    assert float(rows["int"][2]) == pytest.approx(round(2 * wall["int"] / 60, 1))
+    assert lines[-1].startswith("estimate: ") and "min of wall clock" in lines[-1]
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before  # nothing written
