@@ -16,8 +16,8 @@ W&B on), but the release imports them at start-up, and LPIPS's AlexNet cannot be
 `wandb`, `lpips` and (when absent) `torchaudio` are replaced by empty import-only modules. This suite's
 `nint-released` (the release's score and decay) and `nint` then run on the same PNG with the same seeds,
 in fp32 and with `--tf32` (`--variants` adds `compile`, `compile+tf32`, `max-autotune`, `max-autotune+tf32`,
-`cudagraphs+tf32`, `bf16-scoring+tf32`, `graph-steps+tf32`, `compile+graph-steps+tf32` and
-`compile+graph-steps+bf16-scoring+tf32`). Each variant's PSNR trajectory is compared with this suite's fp32 one
+`cudagraphs+tf32`, `bf16-scoring+tf32`, `graph-steps`, `compile+graph-steps` (both fp32: the speed flags
+without TF32), `graph-steps+tf32`, `compile+graph-steps+tf32` and `compile+graph-steps+bf16-scoring+tf32`). Each variant's PSNR trajectory is compared with this suite's fp32 one
 (same seeds). A compiled variant first runs a 30-iteration fit whose wall time, the one-off compile and
 autotuning, is reported as `compile_s` and kept out of the per-iteration figures. The JSON lands in
 results/bench/<name>-<gpu>.json (`--name`, default "release") and a table is printed.
@@ -55,6 +55,7 @@ VARIANTS = {"fp32": {}, "tf32": {"tf32": True}, "compile": {"compile": True},
             "max-autotune+tf32": {"compile": "max-autotune", "tf32": True},
             "cudagraphs+tf32": {"compile": "cudagraphs", "tf32": True},
             "bf16-scoring+tf32": {"bf16_scoring": True, "tf32": True},
+            "graph-steps": {"graph_steps": True}, "compile+graph-steps": {"compile": True, "graph_steps": True},
             "graph-steps+tf32": {"graph_steps": True, "tf32": True},
             "compile+graph-steps+tf32": {"compile": True, "graph_steps": True, "tf32": True},
             "compile+graph-steps+bf16-scoring+tf32": {"compile": True, "graph_steps": True, "bf16_scoring": True,
