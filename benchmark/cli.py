@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import sys
+import time
 import warnings
 from pathlib import Path
 from typing import Any, Callable
@@ -124,6 +125,11 @@ examples:
     x.add_argument("--dask", metavar="ADDRESS", help="run the jobs on a Dask cluster: tcp://host:8786, or local[:N] "
                    "for N worker processes here (see docs/dask.md)")
     x.add_argument("--force", action="store_true", help="rerun runs that are already finished")
+    x.add_argument("--time-limit", type=float, metavar="SECONDS",
+                   help="start no run that would be expected to end more than SECONDS after the command started "
+                        "(expected: the store's finished runs of its strategy and iterations), then exit with "
+                        "status 3 if runs are left: a scheduler's time slot ends between runs, not inside one; "
+                        "one run at a time only")
     x.add_argument("--dry-run", action="store_true",
                    help="print what the command would run (per strategy: runs to do, finished, and an estimate "
                         "from the store's finished runs) and write nothing")
@@ -259,6 +265,7 @@ def plan_run(args: argparse.Namespace, model_params: Any = None) -> tuple[list, 
 def run_main(argv: list[str], prog: str = "nint-bench run") -> int:
     from .runner import check_devices, csv_list, run_jobs
 
+    started = time.monotonic()
     args, model_params = parse_run(argv, prog)
     listed = [name for name in LISTS if getattr(args, f"list_{name}")]
     if listed:
@@ -276,15 +283,33 @@ def run_main(argv: list[str], prog: str = "nint-bench run") -> int:
         raise BenchError(f"--workers-per-device must be >= 1, got {args.workers_per_device}")
     if args.pack < 1:
         raise BenchError(f"--pack must be >= 1 (1: no packing), got {args.pack}")
+    deadline = None
+    if args.time_limit is not None:
+        if not args.time_limit > 0:
+            raise BenchError(f"--time-limit must be a positive number of seconds, got {args.time_limit}")
+        if args.workers_per_device > 1 or args.pack > 1 or args.dask or len(devices or []) > 1:
+            raise BenchError("--time-limit works with one run at a time; drop --workers-per-device, --pack, --dask "
+                             "and extra --devices, or the time limit")
+        deadline = started + args.time_limit
     outcomes = run_jobs(jobs, out, devices, args.workers_per_device, "off" if args.no_lpips else "auto",
                         args.lpips_weights, args.force, progress=not args.no_progress, pack=args.pack,
-                        dask=args.dask)
+                        dask=args.dask, deadline=deadline)
     failed = [o for o in outcomes if o["status"] != "ok"]
     for o in failed:
         print(f"{o['status']}: {o['label']} on {o['image']} (seed {o['seed']}): {o['error'].split(' | ')[0]}",
               file=sys.stderr)
     print_summary(jobs, out, variants, prog)
-    return 1 if failed else 0
+    if failed:
+        return 1
+    return 3 if deadline is not None and _left(jobs, out, args.force, outcomes) else 0
+
+
+def _left(jobs: list, out: str, force: bool, outcomes: list) -> set[str]:
+    """The runs of this command that are neither finished in the store nor run now (--force: not run now)."""
+    from .store import Store
+
+    finished = set() if force else set(Store(out, readonly=True).scan().finished["run_id"])
+    return {j.cfg.run_id for j in jobs} - {o["run_id"] for o in outcomes} - finished
 
 
 def print_plan(jobs: list, out: str, force: bool) -> None:
@@ -293,13 +318,14 @@ def print_plan(jobs: list, out: str, force: bool) -> None:
     flags they ran with, so a guide, not a promise). Nothing is written."""
     import pandas as pd
 
+    from .runner import wall_estimates
     from .store import Store
 
     finished = pd.DataFrame(columns=["run_id", "label", "iters", "wall_seconds"])
     if (Path(out) / "runs").is_dir():
         finished = Store(out, readonly=True).scan().finished
     done = set() if force else set(finished["run_id"])
-    seconds = finished.groupby(["label", "iters"])["wall_seconds"].median().to_dict()
+    seconds = wall_estimates(finished)
     distinct = {j.cfg.run_id: j.cfg for j in jobs}
     rows, total, unknown = [], 0.0, 0
     for label in dict.fromkeys(cfg.label for cfg in distinct.values()):

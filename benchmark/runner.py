@@ -417,14 +417,25 @@ class IterationBar:
         self.bar.close()
 
 
+def wall_estimates(finished: pd.DataFrame) -> dict[tuple[str, int], float]:
+    """Median wall-clock seconds of finished runs per (strategy label, iterations): what --dry-run and
+    --time-limit expect a run to take (the GPU and flags of those runs, so a guide)."""
+    if finished.empty:
+        return {}
+    return {(label, int(iters)): float(s) for (label, iters), s in
+            finished.groupby(["label", "iters"])["wall_seconds"].median().items()}
+
+
 def run_jobs(jobs: list[Job], root: str | os.PathLike, devices: list[str] | None = None, workers_per_device: int = 1,
              lpips_mode: str = "auto", lpips_weights: str | None = None, force: bool = False,
-             progress: bool = True, pack: int = 1, dask: str | None = None) -> list[dict[str, Any]]:
+             progress: bool = True, pack: int = 1, dask: str | None = None,
+             deadline: float | None = None) -> list[dict[str, Any]]:
     """Run every job not finished in `root`; returns the outcome rows of the jobs run now. Holds the store's
     lock throughout (a second command on the same store refuses); damaged runs count as unfinished. With
     `pack` > 1, runs that may share a model train in packs of up to `pack` (benchmark/packed.py), one pack
     after another on the first device, before the others. `dask`: a Dask scheduler address (or local[:N]) to
-    run the jobs on instead of this host's devices (benchmark/dask_runner.py)."""
+    run the jobs on instead of this host's devices (benchmark/dask_runner.py). `deadline` (time.monotonic()),
+    one run at a time only: no run starts that would be expected to end after it (wall_estimates)."""
     if any(j.cfg.lpips for j in jobs) and lpips_mode != "off":
         _lpips_for("cpu", lpips_mode, lpips_weights)  # one notice or one error up front, before the store exists
     store = Store(root)
@@ -433,7 +444,7 @@ def run_jobs(jobs: list[Job], root: str | os.PathLike, devices: list[str] | None
         scan = store.report_problems()
         done = set() if force else set(scan.finished["run_id"])
         return _run_pending(jobs, str(store.root), done, devices, workers_per_device, lpips_mode, lpips_weights,
-                            progress, pack, dask, force)
+                            progress, pack, dask, force, deadline, wall_estimates(scan.finished))
 
 
 def _note_other_lpips_norm(pending: list[Job], done: set[str], root: str) -> None:
@@ -449,7 +460,8 @@ def _note_other_lpips_norm(pending: list[Job], done: set[str], root: str) -> Non
 
 def _run_pending(jobs: list[Job], root: str, done: set[str], devices: list[str] | None, workers_per_device: int,
                  lpips_mode: str, lpips_weights: str | None, progress: bool, pack: int = 1, dask: str | None = None,
-                 force: bool = False) -> list[dict[str, Any]]:
+                 force: bool = False, deadline: float | None = None,
+                 estimates: dict[tuple[str, int], float] | None = None) -> list[dict[str, Any]]:
     from tqdm.auto import tqdm
 
     pending = [j for j in jobs if j.cfg.run_id not in done]
@@ -462,6 +474,9 @@ def _run_pending(jobs: list[Job], root: str, done: set[str], devices: list[str] 
     _note_other_lpips_norm(pending, done, root)
     devices = devices or available_devices()
     slots = [d for d in devices for _ in range(workers_per_device)]
+    if deadline is not None and (len(slots) > 1 or pack > 1 or dask):
+        raise BenchError(f"a time limit works with one run at a time, here {len(slots)} at once; name one device "
+                         "with --devices")
     mode = "exclusive" if workers_per_device == 1 else f"shared-{workers_per_device}"
     bar = tqdm(total=len(pending), desc="runs", unit="run", disable=not progress or not pending)
     outcomes = []
@@ -478,7 +493,13 @@ def _run_pending(jobs: list[Job], root: str, done: set[str], devices: list[str] 
 
         outcomes += dask_runner.run_jobs(pending, root, dask, lpips_mode, lpips_weights, mode, force, bar)
     elif len(slots) <= 1:
-        for job in pending:
+        estimates = dict(estimates or {})
+        for i, job in enumerate(pending):
+            key = (job.cfg.label, job.cfg.iters)
+            if deadline is not None and time.monotonic() + estimates.get(key, 0.0) > deadline:
+                print(f"time limit: {len(pending) - i} of {len(pending)} runs not started (the next, {job.cfg.label} "
+                      f"on {job.cfg.image}, would not end in time); rerun the same command to go on", file=sys.stderr)
+                break
             bar.set_postfix_str(f"{job.cfg.label} {job.cfg.image} s{job.cfg.seed}")
             iterations = IterationBar(job.cfg.iters) if progress and IterationBar.fits(job.cfg) else None
             try:
@@ -487,6 +508,8 @@ def _run_pending(jobs: list[Job], root: str, done: set[str], devices: list[str] 
             finally:
                 if iterations is not None:
                     iterations.close()
+            if outcomes[-1]["status"] == "ok":
+                estimates.setdefault(key, outcomes[-1]["wall_seconds"])
             bar.update()
     else:
 

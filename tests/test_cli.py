@@ -263,3 +263,23 @@ def test_a_dry_run_counts_what_is_left_estimates_it_and_writes_nothing(tmp_path,
     assert float(rows["int"][2]) == pytest.approx(round(2 * wall["int"] / 60, 1))
     assert lines[-1].startswith("estimate: ") and "min of wall clock" in lines[-1]
     assert sorted(p.relative_to(out) for p in out.rglob("*")) == before  # nothing written
+
+
+def test_a_time_limit_starts_no_run_that_would_not_end_in_time(tmp_path, capsys):
+    """--time-limit stops between runs: with a store whose runs took longer than the limit allows, no run
+    starts and the exit status is 3 (runs left); with time enough all run and it is 0."""
+    out = tmp_path / "r"
+    args = [*TINY, "--strategies", "uniform", "--out", str(out)]
+    assert run_benchmark.main([*args, "--seeds", "0"]) == 0
+    capsys.readouterr()
+    wall = float(pd.read_parquet(out / "runs")["wall_seconds"].iloc[0])
+    assert run_benchmark.main([*args, "--seeds", "0,1,2", "--time-limit", str(wall / 100)]) == 3
+    err = capsys.readouterr().err
+    assert "time limit: 2 of 2 runs not started (the next, uniform on astronaut, would not end in time); rerun" in err
+    assert len(pd.read_parquet(out / "runs")) == 1
+    assert run_benchmark.main([*args, "--seeds", "0,1,2", "--time-limit", "600"]) == 0
+    assert len(pd.read_parquet(out / "runs")) == 3
+    for bad, message in ((["--time-limit", "0"], "--time-limit must be a positive number of seconds, got 0.0"),
+                         (["--time-limit", "60", "--workers-per-device", "2"], "--time-limit works with one run at a time")):
+        assert run_benchmark.main([*args, *bad]) == 2
+        assert capsys.readouterr().err.strip().splitlines()[-1].startswith(f"error: {message}")
