@@ -287,9 +287,6 @@ def run_main(argv: list[str], prog: str = "nint-bench run") -> int:
     if args.time_limit is not None:
         if not args.time_limit > 0:
             raise BenchError(f"--time-limit must be a positive number of seconds, got {args.time_limit}")
-        if args.workers_per_device > 1 or args.pack > 1 or args.dask or len(devices or []) > 1:
-            raise BenchError("--time-limit works with one run at a time; drop --workers-per-device, --pack, --dask "
-                             "and extra --devices, or the time limit")
         deadline = started + args.time_limit
     outcomes = run_jobs(jobs, out, devices, args.workers_per_device, "off" if args.no_lpips else "auto",
                         args.lpips_weights, args.force, progress=not args.no_progress, pack=args.pack,

@@ -436,6 +436,10 @@ def run_jobs(jobs: list[Job], root: str | os.PathLike, devices: list[str] | None
     after another on the first device, before the others. `dask`: a Dask scheduler address (or local[:N]) to
     run the jobs on instead of this host's devices (benchmark/dask_runner.py). `deadline` (time.monotonic()),
     one run at a time only: no run starts that would be expected to end after it (wall_estimates)."""
+    at_once = workers_per_device * len(devices or available_devices())
+    if deadline is not None and (at_once > 1 or pack > 1 or dask):  # refused before the store exists
+        raise BenchError("--time-limit works with one run at a time; drop --workers-per-device, --pack, --dask "
+                         "and extra devices (--devices names one), or the time limit")
     if any(j.cfg.lpips for j in jobs) and lpips_mode != "off":
         _lpips_for("cpu", lpips_mode, lpips_weights)  # one notice or one error up front, before the store exists
     store = Store(root)
@@ -474,9 +478,6 @@ def _run_pending(jobs: list[Job], root: str, done: set[str], devices: list[str] 
     _note_other_lpips_norm(pending, done, root)
     devices = devices or available_devices()
     slots = [d for d in devices for _ in range(workers_per_device)]
-    if deadline is not None and (len(slots) > 1 or pack > 1 or dask):
-        raise BenchError(f"a time limit works with one run at a time, here {len(slots)} at once; name one device "
-                         "with --devices")
     mode = "exclusive" if workers_per_device == 1 else f"shared-{workers_per_device}"
     bar = tqdm(total=len(pending), desc="runs", unit="run", disable=not progress or not pending)
     outcomes = []

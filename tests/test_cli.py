@@ -283,3 +283,6 @@ def test_a_time_limit_starts_no_run_that_would_not_end_in_time(tmp_path, capsys)
                          (["--time-limit", "60", "--workers-per-device", "2"], "--time-limit works with one run at a time")):
         assert run_benchmark.main([*args, *bad]) == 2
         assert capsys.readouterr().err.strip().splitlines()[-1].startswith(f"error: {message}")
+    fresh = tmp_path / "fresh"
+    assert run_benchmark.main([*TINY, "--out", str(fresh), "--time-limit", "60", "--workers-per-device", "2"]) == 2
+    assert not fresh.exists()  # refused before the store is made
