@@ -160,14 +160,14 @@ def part_a(images, iters: int, device) -> dict:
     return out
 
 
-def part_b(images, iters: int, strategies: list[str], device) -> dict:
+def part_b(images, iters: int, names: list[str], device) -> dict:
     """Packed against unpacked PSNR trajectories, judged against how far two unpacked runs of the same seed
     already differ on this GPU (its run-to-run spread): a strategy whose reruns are bit-identical must match to
     0.01 dB, one whose reruns drift (NINT's near-tied top-k picks) must stay within that drift."""
     members = images[:4]
     out = {"K": 4, "iters": iters, "strategies": {},
            "target": "max |dPSNR| packed vs unpacked <= max(0.01 dB, unpacked vs unpacked rerun)"}
-    for strategy in strategies:
+    for strategy in names:
         cfgs = [cfg_for(n, im, strategy, iters, seed=i) for i, (n, im) in enumerate(members)]
         packed = fit_packed(cfgs, [im for _, im in members], device)
         rows = []
