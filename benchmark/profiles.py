@@ -3,8 +3,10 @@ train-seconds of runs that had no device of their own (packed members).
 
 A strategy names the kind of every step before it takes it (`Strategy.step_kind`: "full", "select", "reuse",
 "scoring", "ntk"). Within one configuration (GPU, image size, model, strategy and its parameters, ratio, flags)
-a kind costs the same every time it occurs, so one exclusive fit of PROFILE_STEPS steps gives the median
-milliseconds of each kind, and a packed run's time is the sum of its own sequence of kinds at those costs.
+a kind costs about the same every time it occurs, so one exclusive fit of PROFILE_STEPS steps gives the mean
+milliseconds of each kind, and a packed run's time is the sum of its own sequence of kinds at those costs. The
+mean, not the median: a run's time is a sum of steps, and step times are skewed to the slow side, so pricing at
+the median came out about 3 % short on an H200 (`python -m benchmark.bench_pricing`).
 
     <out>/profiles/<key>.json   {"key", "fields", "steps", "kinds": {kind: {"ms", "count"}}, ...}
 
@@ -53,21 +55,21 @@ def profile_path(root: str | Path, key: str) -> Path:
 
 
 def kind_costs(step_seconds: np.ndarray, kinds: list[str]) -> dict[str, dict[str, float]]:
-    """Median milliseconds of each kind over the steps of that kind (its first SKIP_FIRST left out when more
-    follow)."""
+    """Mean milliseconds of each kind over the steps of that kind (its first SKIP_FIRST left out when more
+    follow): the mean times the count is the expected sum."""
     by_kind: dict[str, list[float]] = {}
     for seconds, kind in zip(step_seconds, kinds):
         by_kind.setdefault(kind, []).append(1000.0 * float(seconds))
     out = {}
     for kind, samples in by_kind.items():
         kept = samples[SKIP_FIRST:] if len(samples) > SKIP_FIRST else samples
-        out[kind] = {"ms": statistics.median(kept), "count": len(samples)}
+        out[kind] = {"ms": statistics.fmean(kept), "count": len(samples)}
     return out
 
 
 def measure_profile(cfg: RunConfig, image: np.ndarray, device: torch.device | str,
                     steps: int = PROFILE_STEPS) -> dict[str, Any]:
-    """One exclusive fit of `steps` steps of `cfg` on `image`; the median cost of each kind of its steps."""
+    """One exclusive fit of `steps` steps of `cfg` on `image`; the mean cost of each kind of its steps."""
     height, width = image.shape[:2]
     result = fit(dataclasses.replace(cfg, iters=steps, lpips=False), image, device)
     step_seconds = np.diff(result.metrics["train_seconds"].to_numpy())
