@@ -6,7 +6,7 @@ A strategy names the kind of every step before it takes it (`Strategy.step_kind`
 a kind costs about the same every time it occurs, so one exclusive fit of PROFILE_STEPS steps gives the mean
 milliseconds of each kind, and a packed run's time is the sum of its own sequence of kinds at those costs. The
 mean, not the median: a run's time is a sum of steps, and step times are skewed to the slow side, so pricing at
-the median came out about 3 % short on an H200 (`python -m benchmark.bench_pricing`).
+the median came out 2.7–5.2 % short on average on an H200 (`python -m benchmark.bench_pricing`).
 
     <out>/profiles/<key>.json   {"key", "fields", "steps", "kinds": {kind: {"ms", "count"}}, ...}
 
