@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import cv2
+import numpy as np
 
 from benchmark import bench_packed
 from conftest import tiny_image
@@ -22,7 +23,10 @@ def test_bench_packed_parts_a_b_c_run_and_write_json(tmp_path, capsys):
     assert [r["K"] for r in report["a"]["rows"]] == [1, 4, 8]
     b = report["b"]["strategies"]
     assert set(b) == {"nint", "uniform", "int"}
-    assert all(r["max_abs_dpsnr"] < 1e-6 and r["max_abs_dpsnr_rerun"] == 0 and r["met"] for r in b.values())
+    # PSNR rows are float32 and bmm sums in another order than mm on some CPUs: equal to a few float32 ulps
+    for r in b.values():
+        ulp = np.spacing(np.float32(max(row["final_psnr_alone"] for row in r["rows"])))
+        assert r["max_abs_dpsnr"] <= 4 * ulp and r["max_abs_dpsnr_rerun"] == 0 and r["met"]
     assert {r["image"] for r in report["c"]["rows"]} == {"kodim01", "kodim02", "kodim03"}
     assert "(a) NINT 8×6, exclusive" in capsys.readouterr().out
     assert report["a"]["gemm_floor"]["floor_ms"] > 0 and report["a"]["floor_ratio"] > 0
