@@ -1011,8 +1011,8 @@ def build_report(results: str | Path, out: str | Path | None = None, study: str 
                  size_checkpoints: Sequence[int] = (500, 1000, 2500), seconds: Sequence[float] = (60.0, 120.0),
                  targets: Sequence[float] = (30.0, 35.0), arch_target: float = 25.0, resamples: int = RESAMPLES,
                  seed: int = 0, baseline: str | None = None, reading: str = "best",
-                 interval: str = "t", html: bool = True) -> dict[str, Any]:
-    """Write every table and figure. Returns a dict:
+                 interval: str = "t", html: bool = True, labels: Sequence[str] | None = None) -> dict[str, Any]:
+    """Write every table and figure (of the runs of `labels` alone, when given). Returns a dict:
 
     report    path of report.md;  markdown: its text
     tables    {name: TableResult}: each table of means with its per-image table, its comparisons with each
@@ -1031,9 +1031,16 @@ def build_report(results: str | Path, out: str | Path | None = None, study: str 
     store = Store(results, readonly=True)  # the report writes into --out alone
     scan = store.report_problems()
     runs = scan.finished
-    metrics = store.metrics(set(runs["run_id"]), scan)
     if runs.empty:
         raise BenchError(f"{results} holds no finished runs; run the benchmark with --out {results} first")
+    store_labels = sorted(runs["label"].unique())
+    if labels is not None:
+        unknown = [lbl for lbl in labels if lbl not in store_labels]
+        if unknown or not labels:
+            raise BenchError(f"--labels {', '.join(unknown) or '(none)'}: not a label of {results}; it has "
+                             + ", ".join(store_labels))
+        runs = runs[runs["label"].isin(labels)]
+    metrics = store.metrics(set(runs["run_id"]), scan)
     check_same_setup(runs)
     if resamples < 1:
         raise BenchError(f"--resamples must be >= 1, got {resamples}")
@@ -1065,7 +1072,9 @@ def build_report(results: str | Path, out: str | Path | None = None, study: str 
     doc = [f"# Report of `{results}`", "",
            f"{len(runs)} finished runs ({runs['status'].eq('diverged').sum()} diverged), "
            f"{runs['image'].nunique()} image(s), {runs['seed'].nunique()} seed(s), labels: "
-           + ", ".join(f"`{lbl}`" for lbl in sorted(runs["label"].unique())) + ".", "",
+           + ", ".join(f"`{lbl}`" for lbl in sorted(runs["label"].unique())) + "."
+           + (f" Left out by `--labels`: {', '.join(f'`{lbl}`' for lbl in store_labels if lbl not in labels)}."
+              if labels is not None and len(labels) < len(store_labels) else ""), "",
            f"PSNR columns read {readings[reading]} (`--psnr-reading`); `psnr_readings` shows all three. Strategies "
            f"are compared with `{baseline}`" + (f" and with `{SECOND_REFERENCE}`" if len(references) > 1 else "")
            + " per image (benchmark/paired.py). Timing groups (times are compared within one only): "
@@ -1162,6 +1171,8 @@ def parser(prog: str = "nint-bench report") -> argparse.ArgumentParser:
     p.add_argument("--seconds", default="60,120", help="Table D train-second budgets")
     p.add_argument("--targets", default="30,35", help="Table B PSNR targets (dB)")
     p.add_argument("--arch-target", type=float, default=25.0, help="Table D PSNR target (dB)")
+    p.add_argument("--labels", help="report only these labels, comma-separated as the tables name them (e.g. "
+                   "'nint,nint[xi=0.5],standard'); default: every label of the store")
     p.add_argument("--baseline", help="the label every strategy is compared with (default "
                    f"{BASELINE}; the report also compares with {SECOND_REFERENCE} when it ran)")
     p.add_argument("--psnr-reading", default="best", choices=READINGS, help="PSNR of Tables A, C, D and the "
@@ -1206,7 +1217,7 @@ def main(argv: list[str], prog: str = "nint-bench report") -> int:
             _numbers(args.iters, "--iters", int), _numbers(args.size_iters, "--size-iters", int),
             _numbers(args.seconds, "--seconds"), _numbers(args.targets, "--targets"), args.arch_target,
             args.resamples, args.seed, args.baseline, args.psnr_reading, args.interval,
-            args.html)
+            args.html, split_top(args.labels) if args.labels is not None else None)
     except OSError as exc:  # a full disk or a folder that became unwritable while the report was written
         raise out_error(out, exc) from None
     print(f"report: {result['report']} ({len(result['tables'])} tables, {len(result['figures'])} figures, "

@@ -376,6 +376,27 @@ def test_build_report_returns_every_table_for_other_writers(results, tmp_path):
         report.build_report(results.root, tmp_path / "rep2", baseline="int")
 
 
+def test_labels_report_a_subset_of_the_store(results, tmp_path):
+    """--labels keeps a partly run arm out of the tables, so it neither shrinks their image set nor gets one."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    write_run(results, "xi-img1", "nint[xi=0.5]", "img1", lambda t: 24 + t / 50, params={"xi": 0.5})
+    everything = report.build_report(results.root, tmp_path / "all", resamples=20, html=False)
+    assert everything["tables"]["table_a"].units == [("img1", 0)]  # the arm on half the images shrinks the set
+    assert report.main(["--results", str(results.root), "--out", str(tmp_path / "sub"), "--labels", "nint,standard",
+                        "--resamples", "20", "--no-html"]) == 0
+    text = (tmp_path / "sub" / "report.md").read_text()
+    assert "labels: `nint`, `standard`. Left out by `--labels`: `nint[xi=0.5]`." in text
+    assert sorted(p.stem for p in (tmp_path / "sub" / "tables").glob("*.csv") if "xi" in p.stem) == []
+    a = pd.read_csv(tmp_path / "sub" / "tables" / "table_a_per_image.csv")
+    assert sorted(a["label"].unique()) == ["nint", "standard"] and len(a) == 4 and a["in means"].all()
+    assert not (tmp_path / "sub" / "tables" / "ablation.csv").exists()  # one nint-family label left: no ablation
+    for bad in ("nint,egra", ""):
+        with pytest.raises(BenchError, match=r"^--labels .*not a label of .*; it has nint, nint\[xi=0.5\], standard$"):
+            report.main(["--results", str(results.root), "--out", str(tmp_path / "bad"), "--labels", bad])
+
+
 def test_selection_masks_match_the_budget():
     img = tiny_image(8, 8)
     small = {"depth": 2, "width": 16}
