@@ -1037,8 +1037,8 @@ def build_report(results: str | Path, out: str | Path | None = None, study: str 
     if labels is not None:
         unknown = [lbl for lbl in labels if lbl not in store_labels]
         if unknown or not labels:
-            raise BenchError(f"--labels {', '.join(unknown) or '(none)'}: not a label of {results}; it has "
-                             + ", ".join(store_labels))
+            what = f"{', '.join(unknown)}: not a label of {results}" if unknown else f"names no label of {results}"
+            raise BenchError(f"--labels {what}; it has " + ", ".join(store_labels))
         runs = runs[runs["label"].isin(labels)]
     metrics = store.metrics(set(runs["run_id"]), scan)
     check_same_setup(runs)
