@@ -1034,12 +1034,14 @@ def build_report(results: str | Path, out: str | Path | None = None, study: str 
     if runs.empty:
         raise BenchError(f"{results} holds no finished runs; run the benchmark with --out {results} first")
     store_labels = sorted(runs["label"].unique())
+    left_out = []
     if labels is not None:
         unknown = [lbl for lbl in labels if lbl not in store_labels]
         if unknown or not labels:
             what = f"{', '.join(unknown)}: not a label of {results}" if unknown else f"names no label of {results}"
             raise BenchError(f"--labels {what}; it has " + ", ".join(store_labels))
         runs = runs[runs["label"].isin(labels)]
+        left_out = [lbl for lbl in store_labels if lbl not in labels]
     metrics = store.metrics(set(runs["run_id"]), scan)
     check_same_setup(runs)
     if resamples < 1:
@@ -1073,8 +1075,7 @@ def build_report(results: str | Path, out: str | Path | None = None, study: str 
            f"{len(runs)} finished runs ({runs['status'].eq('diverged').sum()} diverged), "
            f"{runs['image'].nunique()} image(s), {runs['seed'].nunique()} seed(s), labels: "
            + ", ".join(f"`{lbl}`" for lbl in sorted(runs["label"].unique())) + "."
-           + (f" Left out by `--labels`: {', '.join(f'`{lbl}`' for lbl in store_labels if lbl not in labels)}."
-              if labels is not None and len(labels) < len(store_labels) else ""), "",
+           + (f" Left out by `--labels`: {', '.join(f'`{lbl}`' for lbl in left_out)}." if left_out else ""), "",
            f"PSNR columns read {readings[reading]} (`--psnr-reading`); `psnr_readings` shows all three. Strategies "
            f"are compared with `{baseline}`" + (f" and with `{SECOND_REFERENCE}`" if len(references) > 1 else "")
            + " per image (benchmark/paired.py). Timing groups (times are compared within one only): "
